@@ -1,0 +1,6 @@
+"""Checkpoint readers: any state dict a user has, as ``dict[str, numpy.ndarray]``, without torch."""
+
+from knifejax.io.errors import CheckpointError
+from knifejax.io.readers import read_state_dict
+
+__all__ = ["CheckpointError", "read_state_dict"]

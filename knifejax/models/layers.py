@@ -1,0 +1,252 @@
+"""Building blocks shared by every family, named and laid out so timm's state-dict keys map by rule.
+
+Each parameterised layer keeps timm's leaf names (`weight`, `bias`, `running_mean`, `running_var`) and
+declares in `torch_layout` how its arrays are permuted relative to PyTorch's, so checkpoint I/O needs no
+per-layer code. Activations are channels last (NHWC) throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+
+
+def hard_sigmoid(x: Array) -> Array:
+    """timm/PyTorch hard sigmoid: relu6(x + 3) / 6 (not jax.nn.hard_sigmoid's slope)."""
+    return jnp.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def hard_swish(x: Array) -> Array:
+    return x * hard_sigmoid(x)
+
+
+def gelu(x: Array) -> Array:
+    """PyTorch's default GELU, the exact erf form."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "sigmoid": jax.nn.sigmoid,
+    "hard_sigmoid": hard_sigmoid,
+    "hard_swish": hard_swish,
+    "gelu": gelu,
+    "identity": lambda x: x,
+}
+
+
+def get_activation(name: str) -> Callable[[Array], Array]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """timm's channel rounding: nearest multiple of `divisor`, never more than 10% below `v`."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def symmetric_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
+    """timm's default (PyTorch-style) padding; flax's 'SAME' differs from it when stride > 1."""
+    return ((stride - 1) + dilation * (kernel_size - 1)) // 2
+
+
+class Conv2d(nnx.Module):
+    """2-D convolution with timm's padding rules.
+
+    padding: '' (timm default: symmetric, as PyTorch), 'same' (TensorFlow 'SAME': asymmetric for even
+    overhang, used by the `tf_*` models), or an explicit int.
+    Kernel stored HWIO (flax); PyTorch stores OIHW.
+    """
+
+    torch_layout: ClassVar[dict[str, tuple[int, ...]]] = {"weight": (3, 2, 0, 1)}
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        padding: str | int = "",
+        bias: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        if in_chs % groups or out_chs % groups:
+            raise ValueError(f"channels {in_chs}->{out_chs} are not divisible by groups={groups}")
+        fan_out = kernel_size * kernel_size * out_chs // groups
+        shape = (kernel_size, kernel_size, in_chs // groups, out_chs)
+        self.weight = nnx.Param(jax.random.normal(rngs.params(), shape) * math.sqrt(2.0 / fan_out))
+        self.bias = nnx.Param(jnp.zeros((out_chs,))) if bias else None
+        self.stride = stride
+        self.dilation = dilation
+        self.groups = groups
+        if padding == "same":
+            self.padding: str | tuple[tuple[int, int], ...] = "SAME"
+        elif padding == "":
+            p = symmetric_padding(kernel_size, stride, dilation)
+            self.padding = ((p, p), (p, p))
+        elif isinstance(padding, int):
+            self.padding = ((padding, padding), (padding, padding))
+        else:
+            raise ValueError(f"padding must be '', 'same' or an int, got {padding!r}")
+
+    def __call__(self, x: Array) -> Array:
+        y = jax.lax.conv_general_dilated(
+            x,
+            self.weight[...].astype(x.dtype),
+            window_strides=(self.stride, self.stride),
+            padding=self.padding,
+            rhs_dilation=(self.dilation, self.dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.groups,
+        )
+        if self.bias is not None:
+            y = y + self.bias[...].astype(y.dtype)
+        return y
+
+
+class Linear(nnx.Module):
+    """Dense layer; kernel stored (in, out), PyTorch stores (out, in). Init as torch.nn.Linear."""
+
+    torch_layout: ClassVar[dict[str, tuple[int, ...]]] = {"weight": (1, 0)}
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, rngs: nnx.Rngs):
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nnx.Param(
+            jax.random.uniform(rngs.params(), (in_features, out_features), minval=-bound, maxval=bound)
+        )
+        self.bias = (
+            nnx.Param(jax.random.uniform(rngs.params(), (out_features,), minval=-bound, maxval=bound))
+            if bias
+            else None
+        )
+
+    def __call__(self, x: Array) -> Array:
+        y = x @ self.weight[...].astype(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(y.dtype)
+        return y
+
+
+class BatchNorm2d(nnx.Module):
+    """BatchNorm over NHWC with PyTorch's conventions, optionally followed by an activation (timm's
+    BatchNormAct2d).
+
+    Train mode normalises with the biased batch variance and updates the running statistics as
+    `running = (1 - momentum) * running + momentum * batch`, the variance unbiased (n / (n - 1)), exactly
+    as torch. Statistics are computed in at least float32 (bf16 inputs are promoted, float64 kept).
+    """
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, act: str = "identity"):
+        self.weight = nnx.Param(jnp.ones((num_features,)))
+        self.bias = nnx.Param(jnp.zeros((num_features,)))
+        self.running_mean = nnx.BatchStat(jnp.zeros((num_features,)))
+        self.running_var = nnx.BatchStat(jnp.ones((num_features,)))
+        self.eps = eps
+        self.momentum = momentum
+        self.act = get_activation(act)
+        self.use_running_average = False
+
+    def __call__(self, x: Array) -> Array:
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        if self.use_running_average:
+            mean, var = self.running_mean[...], self.running_var[...]
+        else:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(xf, axis=axes)
+            var = jnp.mean(jnp.square(xf - mean), axis=axes)
+            n = x.size // x.shape[-1]
+            m = self.momentum
+            self.running_mean[...] = (1 - m) * self.running_mean[...] + m * jax.lax.stop_gradient(mean)
+            unbiased = jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
+            self.running_var[...] = (1 - m) * self.running_var[...] + m * unbiased
+        scale = self.weight[...] * jax.lax.rsqrt(var + self.eps)
+        y = (xf - mean) * scale + self.bias[...]
+        return self.act(y.astype(x.dtype))
+
+
+class SqueezeExcite(nnx.Module):
+    """timm's SqueezeExcite: global mean, 1x1 reduce (+bias), act, 1x1 expand (+bias), gate, rescale."""
+
+    def __init__(self, chs: int, rd_chs: int, *, act: str = "relu", gate: str = "sigmoid", rngs: nnx.Rngs):
+        self.conv_reduce = Conv2d(chs, rd_chs, 1, bias=True, rngs=rngs)
+        self.conv_expand = Conv2d(rd_chs, chs, 1, bias=True, rngs=rngs)
+        self.act = get_activation(act)
+        self.gate = get_activation(gate)
+
+    def __call__(self, x: Array) -> Array:
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = self.conv_expand(self.act(self.conv_reduce(s)))
+        return x * self.gate(s)
+
+
+class DropPath(nnx.Module):
+    """Stochastic depth per sample (timm's DropPath): zero a sample's residual branch with probability
+    `rate` in training and scale the survivors by 1 / (1 - rate)."""
+
+    def __init__(self, rate: float, *, rngs: nnx.Rngs):
+        self.rate = rate
+        self.deterministic = False
+        self.rngs = rngs.dropout.fork()
+
+    def __call__(self, x: Array) -> Array:
+        if self.deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+POOL_TYPES = ("avg", "max", "avgmax", "catavgmax")
+
+
+def global_pool(x: Array, pool_type: str) -> Array:
+    """timm's SelectAdaptivePool2d with flatten: (B, H, W, C) -> (B, C) (2C for 'catavgmax')."""
+    if pool_type == "avg":
+        return jnp.mean(x, axis=(1, 2))
+    if pool_type == "max":
+        return jnp.max(x, axis=(1, 2))
+    if pool_type == "avgmax":
+        return 0.5 * (jnp.mean(x, axis=(1, 2)) + jnp.max(x, axis=(1, 2)))
+    if pool_type == "catavgmax":
+        return jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], axis=-1)
+    raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {pool_type!r}")
+
+
+def pool_feat_mult(pool_type: str) -> int:
+    return 2 if pool_type == "catavgmax" else 1
+
+
+def head_forward(
+    x: Array,
+    *,
+    pool_type: str,
+    dropout: nnx.Dropout | None,
+    classifier: Linear | None,
+    pre_logits: bool,
+) -> Array:
+    """timm's forward_head: pool, dropout, then the classifier unless `pre_logits` (or num_classes=0)."""
+    x = global_pool(x, pool_type)
+    if dropout is not None:
+        x = dropout(x)
+    if pre_logits or classifier is None:
+        return x
+    return classifier(x)

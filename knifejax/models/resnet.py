@@ -1,0 +1,154 @@
+"""ResNet-18/34/50 as timm (torchvision layout): attribute paths `conv1`, `bn1`, `layer<1-4>.<i>.conv1`,
+`layer<i>.<j>.downsample.0/1`, `fc`. Convolutions use PyTorch's symmetric padding — flax's 'SAME'
+differs for strided layers and would not reproduce torchvision/timm weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from knifejax.models.layers import POOL_TYPES, BatchNorm2d, Conv2d, DropPath, Linear, head_forward, pool_feat_mult
+from knifejax.models.registry import register_model
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """PyTorch MaxPool2d(kernel_size=3, stride=2, padding=1) on NHWC."""
+    return jax.lax.reduce_window(
+        x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
+    )
+
+
+def _downsample(in_chs: int, out_chs: int, stride: int, rngs: nnx.Rngs) -> nnx.List | None:
+    """timm's `downsample_conv`: 1x1 strided conv + BN when the shortcut changes shape, else None."""
+    if stride == 1 and in_chs == out_chs:
+        return None
+    return nnx.List([Conv2d(in_chs, out_chs, 1, stride=stride, rngs=rngs), BatchNorm2d(out_chs)])
+
+
+def _shortcut(x: jax.Array, downsample: nnx.List | None) -> jax.Array:
+    if downsample is None:
+        return x
+    conv, bn = downsample
+    return bn(conv(x))
+
+
+class BasicBlock(nnx.Module):
+    expansion = 1
+
+    def __init__(self, in_chs: int, planes: int, stride: int, drop_path_rate: float, *, rngs: nnx.Rngs):
+        self.conv1 = Conv2d(in_chs, planes, 3, stride=stride, rngs=rngs)
+        self.bn1 = BatchNorm2d(planes, act="relu")
+        self.conv2 = Conv2d(planes, planes, 3, rngs=rngs)
+        self.bn2 = BatchNorm2d(planes)
+        self.downsample = _downsample(in_chs, planes, stride, rngs)
+        self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
+
+    def zero_init_last(self) -> None:
+        self.bn2.weight[...] = jnp.zeros_like(self.bn2.weight[...])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        if self.drop_path is not None:
+            y = self.drop_path(y)
+        return jax.nn.relu(y + _shortcut(x, self.downsample))
+
+
+class Bottleneck(nnx.Module):
+    expansion = 4
+
+    def __init__(self, in_chs: int, planes: int, stride: int, drop_path_rate: float, *, rngs: nnx.Rngs):
+        out_chs = planes * self.expansion
+        self.conv1 = Conv2d(in_chs, planes, 1, rngs=rngs)
+        self.bn1 = BatchNorm2d(planes, act="relu")
+        self.conv2 = Conv2d(planes, planes, 3, stride=stride, rngs=rngs)
+        self.bn2 = BatchNorm2d(planes, act="relu")
+        self.conv3 = Conv2d(planes, out_chs, 1, rngs=rngs)
+        self.bn3 = BatchNorm2d(out_chs)
+        self.downsample = _downsample(in_chs, out_chs, stride, rngs)
+        self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
+
+    def zero_init_last(self) -> None:
+        self.bn3.weight[...] = jnp.zeros_like(self.bn3.weight[...])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        y = self.bn3(self.conv3(y))
+        if self.drop_path is not None:
+            y = self.drop_path(y)
+        return jax.nn.relu(y + _shortcut(x, self.downsample))
+
+
+class ResNet(nnx.Module):
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: tuple[int, int, int, int],
+        *,
+        num_classes: int,
+        pretrained_cfg: dict[str, Any],
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+        zero_init_last: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        if global_pool not in POOL_TYPES:
+            raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
+        self.pretrained_cfg = pretrained_cfg
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.conv1 = Conv2d(in_chans, 64, 7, stride=2, padding=3, rngs=rngs)
+        self.bn1 = BatchNorm2d(64, act="relu")
+        in_chs = 64
+        total = sum(layers)
+        index = 0
+        for i, (depth, planes) in enumerate(zip(layers, (64, 128, 256, 512))):
+            blocks = []
+            for j in range(depth):
+                stride = 2 if i > 0 and j == 0 else 1
+                dpr = drop_path_rate * index / (total - 1)
+                blocks.append(block(in_chs, planes, stride, dpr, rngs=rngs))
+                in_chs = planes * block.expansion
+                index += 1
+            setattr(self, f"layer{i + 1}", nnx.List(blocks))
+        if zero_init_last:
+            for i in range(1, 5):
+                for b in getattr(self, f"layer{i}"):
+                    b.zero_init_last()
+        self.num_features = in_chs * pool_feat_mult(global_pool)
+        self.head_drop = nnx.Dropout(drop_rate, rngs=rngs) if drop_rate > 0 else None
+        self.fc = Linear(self.num_features, num_classes, rngs=rngs) if num_classes > 0 else None
+
+    def forward_features(self, x: jax.Array) -> jax.Array:
+        """(B, H, W, 3) -> layer4's output (B, H/32, W/32, C), as timm's forward_features."""
+        x = max_pool_3x3_s2(self.bn1(self.conv1(x)))
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                x = block(x)
+        return x
+
+    def forward_head(self, x: jax.Array, pre_logits: bool = False) -> jax.Array:
+        return head_forward(x, pool_type=self.global_pool, dropout=self.head_drop, classifier=self.fc, pre_logits=pre_logits)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def resnet18(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+
+
+@register_model
+def resnet34(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
+
+
+@register_model
+def resnet50(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)

@@ -1,0 +1,145 @@
+"""timm state dicts <-> knifejax models.
+
+Model attribute paths equal timm's module paths, so a timm key names its parameter directly
+(`layer1.0.conv1.weight` is `model.layer1[0].conv1.weight`). The only rule left is the array layout,
+which each layer class declares in `torch_layout` (e.g. convolutions OIHW <-> HWIO). Checkpoints in
+other naming schemes are renamed to timm's first (see `knifejax.models.pretrained`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from knifejax.io import CheckpointError, read_state_dict
+
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+
+class WeightMismatchError(CheckpointError):
+    """A checkpoint does not fit the model: lists every missing, unexpected and mis-shaped key."""
+
+
+@dataclass(frozen=True)
+class _Slot:
+    variable: nnx.Variable
+    layout: tuple[int, ...] | None  # permutation from knifejax's layout to PyTorch's
+
+    def to_torch(self) -> np.ndarray:
+        value = np.asarray(self.variable[...])
+        return np.ascontiguousarray(value.transpose(self.layout) if self.layout else value)
+
+    def from_torch(self, array: np.ndarray) -> np.ndarray:
+        return array.transpose(np.argsort(self.layout)) if self.layout else array
+
+    @property
+    def torch_shape(self) -> tuple[int, ...]:
+        shape = self.variable[...].shape
+        return tuple(shape[i] for i in self.layout) if self.layout else tuple(shape)
+
+
+def timm_slots(model: nnx.Module) -> dict[str, _Slot]:
+    """Every parameter and BatchNorm statistic of `model`, keyed by its timm state-dict name."""
+    slots = {}
+    for path, module in nnx.iter_modules(model):
+        layouts = getattr(module, "torch_layout", {})
+        for name, value in vars(module).items():
+            if isinstance(value, (nnx.Param, nnx.BatchStat)):
+                key = ".".join(str(p) for p in (*path, name))
+                slots[key] = _Slot(value, layouts.get(name))
+    return slots
+
+
+def _classifier_prefix(model: nnx.Module) -> str | None:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = cfg.get("classifier")
+    return f"{name}." if isinstance(name, str) else None
+
+
+def _format_keys(title: str, keys: list[str]) -> str:
+    return f"  {title} ({len(keys)}):\n" + "\n".join(f"    {k}" for k in keys)
+
+
+def load_timm_weights(
+    model: nnx.Module, weights: Mapping[str, object] | str | os.PathLike, strict: bool = True
+) -> nnx.Module:
+    """Load a timm state dict into `model` in place and return the model.
+
+    weights: a mapping of timm key -> array (numpy, jax or torch), or a path to `.safetensors`, `.npz`,
+        `.pth`/`.pt`/`.bin` (read without torch; wrapped `state_dict`/`model` dicts and `module.` prefixes
+        are handled).
+    strict: every model key must be present and nothing else; with False, missing and unexpected keys
+        are tolerated (as torch's `load_state_dict(strict=False)`), shape mismatches never are.
+
+    All or nothing: on any problem one `WeightMismatchError` lists every missing, unexpected and
+    mis-shaped key and the model is left unchanged. A classifier for another class count is not an
+    error: it keeps its fresh initialisation and a warning says so.
+    """
+    state = {k: v for k, v in read_state_dict(weights).items() if not k.endswith(_IGNORED_SUFFIXES)}
+    slots = timm_slots(model)
+
+    head = _classifier_prefix(model)
+    if head is not None:
+        ckpt_head = {k for k in state if k.startswith(head)}
+        model_head = {k for k in slots if k.startswith(head)}
+        head_differs = ckpt_head != model_head or any(
+            tuple(state[k].shape) != slots[k].torch_shape for k in ckpt_head
+        )
+        if ckpt_head and head_differs:
+            shapes = ", ".join(f"{k} {tuple(state[k].shape)}" for k in sorted(ckpt_head))
+            warnings.warn(
+                f"checkpoint classifier ({shapes}) does not fit this model's "
+                f"{getattr(model, 'num_classes', '?')} classes: the classifier keeps its fresh initialisation",
+                stacklevel=2,
+            )
+            state = {k: v for k, v in state.items() if k not in ckpt_head}
+            slots = {k: v for k, v in slots.items() if k not in model_head}
+
+    missing = sorted(k for k in slots if k not in state)
+    unexpected = sorted(k for k in state if k not in slots)
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)}, model expects {slots[k].torch_shape} (PyTorch layout)"
+        for k in slots
+        if k in state and tuple(state[k].shape) != slots[k].torch_shape
+    )
+    if mismatched or (strict and (missing or unexpected)):
+        parts = [_format_keys(t, ks) for t, ks in
+                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if ks]
+        name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
+        source = f" from {os.fspath(weights)}" if isinstance(weights, (str, os.PathLike)) else ""
+        raise WeightMismatchError(
+            f"checkpoint{source} does not fit {name}; the model was left unchanged.\n" + "\n".join(parts)
+            + "\nCheck that the checkpoint was made for this architecture (and the model was created with the "
+            "same num_classes / global_pool), or pass strict=False to ignore missing and unexpected keys."
+        )
+
+    converted = {}
+    for key, slot in slots.items():
+        if key in state:
+            target = slot.variable[...]
+            # A copy, never a view: the source may be a live torch state dict that keeps training.
+            converted[key] = jnp.array(slot.from_torch(np.asarray(state[key])), dtype=target.dtype, copy=True)
+    for key, value in converted.items():
+        slots[key].variable[...] = value
+    return model
+
+
+def timm_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
+    """The model's parameters and BatchNorm statistics as a timm state dict (PyTorch layouts)."""
+    return {key: slot.to_torch() for key, slot in timm_slots(model).items()}
+
+
+def save_timm_weights(model: nnx.Module, path: str | os.PathLike) -> None:
+    """Write the model as a timm `.safetensors` state dict, loadable by timm's `load_state_dict`."""
+    from safetensors.numpy import save_file
+
+    path = os.fspath(path)
+    if not path.endswith(".safetensors"):
+        raise ValueError(f"save_timm_weights writes .safetensors files; got {path!r}")
+    save_file(timm_state_dict(model), path)

@@ -1,0 +1,54 @@
+"""Eval-mode outputs equal timm's on the same (random) weights, including odd input sizes.
+
+Tolerance: max |Δ| ≤ 1e-4 of the largest |value|. float32 on these nets lands ~1e-6 from float64, so this
+leaves room for a different summation order, not for a wrong padding, eps or layout (those give ≥1e-2).
+"""
+
+import jax
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from tests.parity.timm_models import nchw, reference_pair, relative_error
+
+TOLERANCE = 1e-4
+
+# (name, input height, input width): every family at 64 px and at sizes where 'SAME' padding is asymmetric
+# and PyTorch padding drops pixels (odd, non-square).
+CASES = [
+    ("resnet18", 64, 64),
+    ("resnet18", 57, 83),
+    ("resnet34", 64, 64),
+    ("resnet50", 71, 65),
+    ("efficientnet_b0", 64, 64),
+    ("efficientnet_b0", 67, 49),
+    ("tf_efficientnet_b1", 64, 64),
+    ("tf_efficientnet_b1", 67, 49),
+    ("tf_efficientnet_lite0", 65, 71),
+]
+
+
+@nnx.jit
+def _outputs(model, x):
+    fmap = model.forward_features(x)
+    return fmap, model.forward_head(fmap, pre_logits=True), model.forward_head(fmap)
+
+
+@pytest.mark.parametrize("name,height,width", CASES)
+def test_eval_outputs_equal_timm(timm, name, height, width):
+    reference, model = reference_pair(timm, name, num_classes=10)
+    reference.eval()
+    model.eval()
+    x = np.random.default_rng(0).standard_normal((2, height, width, 3), dtype=np.float32)
+
+    with torch.no_grad():
+        t_fmap = reference.forward_features(nchw(x))
+        t_pre = reference.forward_head(t_fmap, pre_logits=True)
+        t_logits = reference.forward_head(t_fmap)
+    fmap, pre, logits = jax.device_get(_outputs(model, x))
+
+    assert fmap.shape == tuple(t_fmap.permute(0, 2, 3, 1).shape)
+    assert relative_error(fmap, t_fmap.permute(0, 2, 3, 1).numpy()) <= TOLERANCE
+    assert relative_error(pre, t_pre.numpy()) <= TOLERANCE
+    assert relative_error(logits, t_logits.numpy()) <= TOLERANCE
