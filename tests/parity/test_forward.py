@@ -10,7 +10,8 @@ import pytest
 import torch
 from flax import nnx
 
-from tests.parity.timm_models import nchw, reference_pair, relative_error
+from knifejax.reference import nchw, reference_pair
+from tests.parity.comparison import relative_error
 
 TOLERANCE = 1e-4
 

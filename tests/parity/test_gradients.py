@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from flax import nnx
 
 from knifejax.weights import timm_slots
-from tests.parity.timm_models import nchw, reference_pair, relative_error
+from knifejax.reference import nchw, reference_pair
+from tests.parity.comparison import relative_error
 
 GRAD_TOLERANCE = 1e-6
 STAT_TOLERANCE = 1e-9
