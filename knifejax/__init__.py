@@ -1,9 +1,11 @@
 """knifejax: fine-grained image classification in JAX with timm-equal Flax NNX models."""
 
 from knifejax.io import CheckpointError, read_state_dict
+from knifejax.metrics import map_at_k, top_k_accuracy
 from knifejax.models import create_model, get_pretrained_cfg, list_models, list_pretrained_tags
 from knifejax.models.pretrained import PretrainedUnavailableError
 from knifejax.preprocess import preprocess
+from knifejax.train import current_learning_rate, decay_mask_timm, make_optimizer, make_schedule
 from knifejax.weights import WeightMismatchError, load_timm_weights, save_timm_weights, timm_state_dict
 
 __all__ = [
@@ -11,12 +13,18 @@ __all__ = [
     "PretrainedUnavailableError",
     "WeightMismatchError",
     "create_model",
+    "current_learning_rate",
+    "decay_mask_timm",
     "get_pretrained_cfg",
     "list_models",
     "list_pretrained_tags",
     "load_timm_weights",
+    "make_optimizer",
+    "make_schedule",
+    "map_at_k",
     "preprocess",
     "read_state_dict",
     "save_timm_weights",
     "timm_state_dict",
+    "top_k_accuracy",
 ]

@@ -1,0 +1,60 @@
+"""Ranking metrics of the knife study: MAP@k (its headline number) and top-k accuracy.
+
+Both rank `scores` (N, C) per sample, so logits and softmax probabilities give the same result (softmax is
+monotonic). Prefer logits: softmax can underflow distinct small logits to equal probabilities, creating ties
+that were not there. Ties are broken as `jax.lax.top_k` does, lower class index first; `torch.topk`'s order
+on exact ties is unspecified, so the study's numbers can differ from these only on exactly tied scores.
+
+`k` must be a Python int (it fixes array shapes); both functions are jit-able with `k` static. Labels outside
+[0, C) never match a prediction and score 0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _check_inputs(scores: Array, labels: Array, k: int) -> None:
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (N, C), got shape {scores.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D class indices (N,), got shape {labels.shape}")
+    if labels.shape[0] != scores.shape[0]:
+        raise ValueError(f"{scores.shape[0]} rows of scores but {labels.shape[0]} labels")
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise ValueError(f"k must be a Python int, got {k!r}")
+    num_classes = scores.shape[1]
+    if not 1 <= k <= num_classes:
+        raise ValueError(f"k must be in [1, {num_classes}] (the number of classes), got {k}")
+
+
+def _top_k_hits(scores: Array, labels: Array, k: int) -> Array:
+    """(N, k) bools: whether the prediction at each rank is the true label (at most one True per row)."""
+    _, predicted = jax.lax.top_k(scores, k)
+    return predicted == labels[:, None]
+
+
+def map_at_k(scores: Array, labels: Array, k: int = 5) -> Array:
+    """Mean average precision at k with one relevant class per sample: the mean of 1/rank of the true label.
+
+    A sample whose true label is ranked i-th (1-based) among its top `k` scores i; one without it in the top
+    `k` scores 0. With k=1 this is top-1 accuracy. Equals the study's `map_accuracy` (torch.topk of softmax
+    probabilities, then 1/(i+1) at the first position i predicting the true label) up to tie order.
+
+    scores: (N, C) logits or probabilities. labels: (N,) integer class indices. Returns a float32 scalar.
+    """
+    scores, labels = jnp.asarray(scores), jnp.asarray(labels)
+    _check_inputs(scores, labels, k)
+    reciprocal_rank = 1.0 / jnp.arange(1, k + 1, dtype=jnp.float32)
+    per_sample = jnp.sum(_top_k_hits(scores, labels, k) * reciprocal_rank, axis=1)
+    return jnp.mean(per_sample)
+
+
+def top_k_accuracy(scores: Array, labels: Array, k: int = 1) -> Array:
+    """Fraction of samples whose true label is among their `k` highest scores, as a float32 scalar."""
+    scores, labels = jnp.asarray(scores), jnp.asarray(labels)
+    _check_inputs(scores, labels, k)
+    return jnp.mean(jnp.any(_top_k_hits(scores, labels, k), axis=1).astype(jnp.float32))

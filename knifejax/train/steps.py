@@ -1,0 +1,89 @@
+"""jit-compiled train and eval steps over one pytree of training state.
+
+The model is split once into its static graph (`graphdef`) and arrays: trainable parameters, and the rest
+(BatchNorm statistics, dropout RNG streams). Everything that changes during training — parameters, the
+rest, optimizer state, step — lives in one `TrainState` pytree, so jit donation, sharding and checkpointing
+treat it as a whole. The model is re-assembled inside the step with `nnx.merge(..., copy=True)`
+(merging without a copy under `jax.grad` raises a trace-context error on BatchNorm).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from knifejax.metrics import map_at_k, top_k_accuracy
+
+
+class TrainState(NamedTuple):
+    params: nnx.State
+    rest: nnx.State
+    opt_state: optax.OptState
+    step: jax.Array
+
+
+def init_state(model: nnx.Module, optimizer: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+    """Split `model` into its static graph and a fresh TrainState (the model is left in train mode)."""
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, TrainState(params, rest, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy in float32, with optional label smoothing (torch's definition)."""
+    logits = logits.astype(jnp.float32)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def _metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+    k = min(5, logits.shape[-1])
+    return {
+        "loss": loss,
+        "map@1": map_at_k(logits, labels, k=1),
+        "map@5": map_at_k(logits, labels, k=k),
+        "acc@5": top_k_accuracy(logits, labels, k=k),
+    }
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, label_smoothing: float = 0.0):
+    """A jit-compiled `(state, images, labels) -> (state, metrics)`; the input state's buffers are donated."""
+
+    @partial(jax.jit, donate_argnums=0)
+    def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params, state.rest, copy=True)
+            logits = model(images)
+            rest = nnx.state(model, nnx.Not(nnx.Param))
+            return cross_entropy(logits, labels, label_smoothing), (logits, rest)
+
+        (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, rest, opt_state, state.step + 1), _metrics(loss, logits, labels)
+
+    return train_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef):
+    """A jit-compiled `(state, images, labels) -> (logits, metrics)` in eval mode (running statistics)."""
+
+    @jax.jit
+    def eval_step(state: TrainState, images: jax.Array, labels: jax.Array):
+        model = nnx.merge(graphdef, state.params, state.rest, copy=True)
+        model.eval()
+        logits = model(images)
+        return logits, _metrics(cross_entropy(logits, labels), logits, labels)
+
+    return eval_step
+
+
+def to_model(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
+    """The trained model as an nnx.Module (a copy; the state stays usable)."""
+    return nnx.merge(graphdef, state.params, state.rest, copy=True)
+
