@@ -1,4 +1,5 @@
-"""Training utilities: torch-equal optimizers and learning-rate schedules."""
+"""Training: torch-equal optimizers and schedules (`optim`), and jit train/eval steps over one state
+pytree (`steps`)."""
 
 from knifejax.train.optim import (
     OPTIMIZERS,
@@ -8,8 +9,14 @@ from knifejax.train.optim import (
     make_optimizer,
     make_schedule,
 )
+from knifejax.train.steps import TrainState, init_state, make_eval_step, make_train_step, to_model
 
 __all__ = [
+    "TrainState",
+    "init_state",
+    "make_eval_step",
+    "make_train_step",
+    "to_model",
     "OPTIMIZERS",
     "SCHEDULES",
     "current_learning_rate",
