@@ -68,20 +68,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = [
-    "FINISHES",
-    "FITTINGS",
-    "HANDLES",
-    "NUM_CLASSES",
-    "PROFILES",
-    "KnifeClass",
-    "SyntheticKnives",
-    "class_attributes",
-    "class_names",
-    "hard_pairs",
-    "knife_class",
-    "render_knife",
-]
 
 PROFILES: tuple[str, ...] = (
     "drop-point",
