@@ -68,7 +68,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-
 PROFILES: tuple[str, ...] = (
     "drop-point",
     "sheepsfoot",
