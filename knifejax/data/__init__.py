@@ -19,6 +19,7 @@ from knifejax.data.synthetic import (
     knife_class,
     render_knife,
 )
+from knifejax.data.tfds_source import TfdsSource
 from knifejax.data.transforms import Augment, augment
 from knifejax.data.validate import Problem, ValidationReport, validate
 
@@ -29,6 +30,7 @@ __all__ = [
     "ImageFolderSource",
     "Problem",
     "Subset",
+    "TfdsSource",
     "ValidationReport",
     "augment",
     "load_rgb",

@@ -514,6 +514,11 @@ class SyntheticKnives:
         """The label of every item, in order, without rendering."""
         return np.tile(np.arange(self.num_classes, dtype=np.int64), self.images_per_class)
 
+    @property
+    def fingerprint(self) -> str:
+        """What determines every pixel and label (the decode-once cache is keyed by it)."""
+        return repr(self)
+
     def sample_index(self, index: int) -> int:
         """The `sample_index` argument of render_knife for item `index`."""
         return 3 * (index // self.num_classes) + _SPLIT_OFFSETS[self.split]

@@ -62,6 +62,11 @@ class EfficientNet(nnx.Module):
         self.head_drop = nnx.Dropout(drop_rate, rngs=rngs) if drop_rate > 0 else None
         self.classifier = Linear(self.num_features, num_classes, rngs=rngs) if num_classes > 0 else None
 
+    def stages(self) -> list[tuple[str, ...]]:
+        """Module paths of the feature stages, input to output: stem, each block stage, the head conv.
+        Freezing "the first N stages" (`knifejax.train.transfer`) counts in this list."""
+        return [("conv_stem", "bn1"), *((f"blocks.{i}",) for i in range(len(self.blocks))), ("conv_head", "bn2")]
+
     def forward_features(self, x: jax.Array) -> jax.Array:
         """(B, H, W, 3) -> the head activation (B, H/32, W/32, num_features), as timm's forward_features."""
         x = self.bn1(self.conv_stem(x))

@@ -124,6 +124,11 @@ class ResNet(nnx.Module):
         self.head_drop = nnx.Dropout(drop_rate, rngs=rngs) if drop_rate > 0 else None
         self.fc = Linear(self.num_features, num_classes, rngs=rngs) if num_classes > 0 else None
 
+    def stages(self) -> list[tuple[str, ...]]:
+        """Module paths of the feature stages, input to output: the stem, then layer1..layer4.
+        Freezing "the first N stages" (`knifejax.train.transfer`) counts in this list."""
+        return [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
+
     def forward_features(self, x: jax.Array) -> jax.Array:
         """(B, H, W, 3) -> layer4's output (B, H/32, W/32, C), as timm's forward_features."""
         x = max_pool_3x3_s2(self.bn1(self.conv1(x)))

@@ -18,6 +18,9 @@ import optax
 from flax import nnx
 
 from knifejax.metrics import map_at_k, top_k_accuracy
+from knifejax.train.transfer import freeze_batchnorm
+
+COMPUTE_DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 class TrainState(NamedTuple):
@@ -27,9 +30,15 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-def init_state(model: nnx.Module, optimizer: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
-    """Split `model` into its static graph and a fresh TrainState (the model is left in train mode)."""
+def init_state(
+    model: nnx.Module, optimizer: optax.GradientTransformation, frozen_batchnorm: tuple[str, ...] = ()
+) -> tuple[nnx.GraphDef, TrainState]:
+    """Split `model` into its static graph and a fresh TrainState (the model is left in train mode).
+
+    BatchNorm layers under the module paths `frozen_batchnorm` stay in eval mode in the train step.
+    """
     model.train()
+    freeze_batchnorm(model, frozen_batchnorm)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     return graphdef, TrainState(params, rest, optimizer.init(params), jnp.zeros((), jnp.int32))
 
@@ -39,6 +48,20 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
     logits = logits.astype(jnp.float32)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
     return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def normalize_images(images: jax.Array, mean, std) -> jax.Array:
+    """uint8 (B, H, W, 3) -> float32 `(x / 255 - mean) / std`, the same arithmetic as `kj.preprocess`."""
+    x = images.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def _inputs(images: jax.Array, normalize: tuple | None, dtype) -> jax.Array:
+    return (images if normalize is None else normalize_images(images, *normalize)).astype(dtype)
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 def _metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
@@ -51,15 +74,34 @@ def _metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array) -> dict[str,
     }
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, label_smoothing: float = 0.0):
-    """A jit-compiled `(state, images, labels) -> (state, metrics)`; the input state's buffers are donated."""
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    label_smoothing: float = 0.0,
+    *,
+    normalize: tuple | None = None,
+    precision: str = "fp32",
+):
+    """A jit-compiled `(state, images, labels) -> (state, metrics)`; the input state's buffers are donated.
+
+    normalize: `(mean, std)` when images arrive as uint8 (normalised on the device), None for float input.
+    precision: "bf16" runs the forward and backward passes in bfloat16 on a bf16 copy of the parameters;
+        the float32 parameters stay the master copy the optimizer updates, and BatchNorm statistics and
+        the loss stay float32.
+
+    The same step runs on one device or many: shard the batch over a "data" mesh axis and replicate the
+    state (`knifejax.train.sharding`); jit then splits the work and BatchNorm averages over the global batch.
+    """
+    dtype = COMPUTE_DTYPES[precision]
 
     @partial(jax.jit, donate_argnums=0)
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
+        x = _inputs(images, normalize, dtype)
+
         def loss_fn(params):
-            model = nnx.merge(graphdef, params, state.rest, copy=True)
-            logits = model(images)
-            rest = nnx.state(model, nnx.Not(nnx.Param))
+            model = nnx.merge(graphdef, _cast_floats(params, dtype), state.rest, copy=True)
+            logits = model(x)
+            rest = jax.tree.map(lambda new, old: new.astype(old.dtype), nnx.state(model, nnx.Not(nnx.Param)), state.rest)
             return cross_entropy(logits, labels, label_smoothing), (logits, rest)
 
         (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -70,14 +112,16 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef):
-    """A jit-compiled `(state, images, labels) -> (logits, metrics)` in eval mode (running statistics)."""
+def make_eval_step(graphdef: nnx.GraphDef, *, normalize: tuple | None = None, precision: str = "fp32"):
+    """A jit-compiled `(state, images, labels) -> (logits, metrics)` in eval mode (running statistics);
+    logits are float32."""
+    dtype = COMPUTE_DTYPES[precision]
 
     @jax.jit
     def eval_step(state: TrainState, images: jax.Array, labels: jax.Array):
-        model = nnx.merge(graphdef, state.params, state.rest, copy=True)
+        model = nnx.merge(graphdef, _cast_floats(state.params, dtype), state.rest, copy=True)
         model.eval()
-        logits = model(images)
+        logits = model(_inputs(images, normalize, dtype)).astype(jnp.float32)
         return logits, _metrics(cross_entropy(logits, labels), logits, labels)
 
     return eval_step

@@ -1,0 +1,109 @@
+"""A trained model ready to score images: from a run directory or from a timm-named checkpoint file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from flax import nnx
+
+from knifejax.data.cache import DecodedImages, resize_square
+from knifejax.data.decode import load_rgb
+from knifejax.data.errors import DataError
+from knifejax.data.sources import IMAGE_EXTENSIONS
+from knifejax.io.readers import read_state_dict
+from knifejax.models.registry import create_model, get_pretrained_cfg
+from knifejax.train.data_setup import Split
+from knifejax.train.loop import metrics_from_logits, predict_logits
+from knifejax.train.run import IMAGENET_MEAN, IMAGENET_STD, image_size, load_run, normalization
+from knifejax.train.sharding import data_mesh
+from knifejax.train.steps import TrainState, make_eval_step
+from knifejax.weights import load_timm_weights
+
+
+class Predictor:
+    """Scores uint8 images resized to `size` with `model` in eval mode."""
+
+    def __init__(self, model: nnx.Module, class_names: list[str], size: int, mean, std, batch_size: int = 32):
+        model.eval()
+        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self.state = TrainState(params, rest, None, None)
+        self.class_names = list(class_names)
+        self.size = size
+        self.batch_size = batch_size
+        self.mesh = data_mesh()
+        self.eval_step = make_eval_step(self.graphdef, normalize=(mean, std))
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, which: str = "best", batch_size: int = 32) -> Predictor:
+        model, cfg, names = load_run(run_dir, which)
+        mean, std = normalization(cfg, model.pretrained_cfg)
+        return cls(model, names, image_size(cfg, model.pretrained_cfg), mean, std, batch_size)
+
+    @classmethod
+    def from_weights(
+        cls,
+        model_name: str,
+        weights: str | Path,
+        class_names: list[str] | None = None,
+        size: int | None = None,
+        norm: str = "model",
+        batch_size: int = 32,
+    ) -> Predictor:
+        """A model made elsewhere: its class count is read from the checkpoint's classifier."""
+        state_dict = read_state_dict(weights)
+        classifier = f"{get_pretrained_cfg(model_name)['classifier']}.weight"
+        if classifier not in state_dict:
+            raise DataError(f"{weights}: no classifier weight {classifier!r}, so the class count is unknown")
+        num_classes = state_dict[classifier].shape[0]
+        model = load_timm_weights(create_model(model_name, num_classes=num_classes), state_dict)
+        if class_names is None:
+            class_names = [f"class_{i}" for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise DataError(f"{len(class_names)} class names for a classifier of {num_classes} classes in {weights}")
+        cfg = model.pretrained_cfg
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if norm == "imagenet" else (cfg["mean"], cfg["std"])
+        return cls(model, class_names, size or int(cfg["input_size"][-1]), mean, std, batch_size)
+
+    def logits(self, data: DecodedImages) -> np.ndarray:
+        return predict_logits(self.eval_step, self.state, Split(data, np.arange(len(data))), self.batch_size, self.mesh)
+
+    def evaluate(self, data: DecodedImages) -> dict[str, float]:
+        """Loss, MAP@1, MAP@5 and acc@5 over every image of `data`."""
+        return metrics_from_logits(self.logits(data), data.labels)
+
+    def load_images(self, paths: list[Path]) -> DecodedImages:
+        """Decode and resize image files; one DataError lists every file that cannot be read."""
+        images, problems = [], []
+        for path in paths:
+            try:
+                images.append(resize_square(load_rgb(path), self.size))
+            except DataError as error:
+                problems.append(str(error))
+        if problems:
+            raise DataError(f"{len(problems)} image(s) cannot be read:\n  " + "\n  ".join(problems))
+        array = np.stack(images) if images else np.zeros((0, self.size, self.size, 3), np.uint8)
+        return DecodedImages(np.full(len(paths), -1), self.class_names, self.size, None, array)
+
+    def top_k(self, data: DecodedImages, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, probabilities) of the k most probable classes per image, best first."""
+        logits = self.logits(data)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return top, np.take_along_axis(probs, top, axis=1)
+
+
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """Image files named directly or found (recursively, sorted) in the folders named."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
+    return files

@@ -1,0 +1,270 @@
+"""`fit`: one training run from a TrainConfig into a run directory, resumable at any point.
+
+Exact resume: the run checkpoints the whole TrainState with its data position (epoch, batch) at every
+epoch's end and, with `checkpoint_every`, every N steps. Since every batch is a pure function of
+(seed, epoch, batch number) (`knifejax.data.pipeline`), a run killed at any point and started again with
+the same command replays the same batches from its last checkpoint and ends with the same parameters,
+bit for bit on CPU.
+
+Losses are read one step late, so the host never waits for the device; a non-finite loss stops the run
+before anything computed from it is checkpointed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from knifejax.data.pipeline import eval_batches, train_batches, train_steps_per_epoch
+from knifejax.data.transforms import Augment
+from knifejax.metrics import map_at_k, top_k_accuracy
+from knifejax.models.registry import get_pretrained_cfg
+from knifejax.plots import plot_training_curves
+from knifejax.train.checkpoint import Checkpoints
+from knifejax.train.config import TrainConfig
+from knifejax.train.data_setup import Split, prepare_data
+from knifejax.train.optim import current_learning_rate, decay_mask_timm, make_optimizer
+from knifejax.train.run import RunDir, build_model, image_size, normalization
+from knifejax.train.sharding import check_batch_size, data_mesh, replicate, shard_batch, to_host
+from knifejax.train.steps import TrainState, cross_entropy, init_state, make_eval_step, make_train_step
+from knifejax.train.transfer import frozen_prefixes, trainable_mask
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run's last checkpoint predates it."""
+
+
+def augment_config(cfg: TrainConfig, size: int) -> Augment | None:
+    if not cfg.augment:
+        return None
+    return Augment(
+        size=size,
+        brightness=cfg.brightness,
+        contrast=cfg.contrast,
+        saturation=cfg.saturation,
+        hue=cfg.hue,
+        rotation=tuple(cfg.rotation),
+        hflip=cfg.hflip,
+        vflip=cfg.vflip,
+    )
+
+
+def build_optimizer(cfg: TrainConfig, model: nnx.Module, total_steps: int):
+    frozen = frozen_prefixes(model, cfg.freeze_stages)
+    return make_optimizer(
+        cfg.optimizer,
+        cfg.lr,
+        schedule=cfg.schedule,
+        total_steps=total_steps,
+        t_max=cfg.t_max,
+        eta_min=cfg.eta_min,
+        warmup_steps=cfg.warmup_steps,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        mask=None if cfg.decay_all else decay_mask_timm,
+        trainable=trainable_mask(frozen) if frozen else None,
+    )
+
+
+def metrics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Loss, MAP@1, MAP@5 and top-5 accuracy over a whole evaluation set (not a mean of batch means)."""
+    k = min(5, logits.shape[-1])
+    return {
+        "loss": float(cross_entropy(logits, labels)),
+        "map@1": float(map_at_k(logits, labels, k=1)),
+        "map@5": float(map_at_k(logits, labels, k=k)),
+        "acc@5": float(top_k_accuracy(logits, labels, k=k)),
+    }
+
+
+def predict_logits(eval_step, state, split: Split, batch_size: int, mesh, workers: int = 0) -> np.ndarray:
+    """float32 logits (len(split), num_classes) of every item of `split`, in order."""
+    out = []
+    batches = eval_batches(
+        split.data,
+        split.indices,
+        batch_size,
+        workers=workers,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    for batch in batches:
+        images, labels = shard_batch((batch["images"], batch["labels"]), mesh)
+        logits, _ = eval_step(state, images, labels)
+        out.append(to_host(logits)[: int(batch["valid"])])
+    return np.concatenate(out)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+class _EpochSums:
+    """Running sums of one epoch's training metrics; saved in checkpoints so a resumed epoch logs the same."""
+
+    def __init__(self, saved: dict | None = None):
+        saved = saved or {}
+        self.loss = saved.get("loss", 0.0)
+        self.map5 = saved.get("map5", 0.0)
+        self.steps = saved.get("steps", 0)
+        self.seconds = saved.get("seconds", 0.0)
+
+    def add(self, metrics: dict) -> float:
+        loss = float(metrics["loss"])
+        self.loss += loss
+        self.map5 += float(metrics["map@5"])
+        self.steps += 1
+        return loss
+
+    def to_json(self) -> dict:
+        return {"loss": self.loss, "map5": self.map5, "steps": self.steps, "seconds": self.seconds}
+
+
+def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
+    """Train (or resume) the run `cfg` describes in `run_dir`; returns the per-epoch metrics lines."""
+    is_main = jax.process_index() == 0
+    run = RunDir(run_dir)
+    if is_main:
+        run.start(cfg)
+    size = image_size(cfg, get_pretrained_cfg(cfg.model))
+    data = prepare_data(cfg, size, log)
+    num_classes = cfg.num_classes or len(data.class_names)
+    if is_main:
+        run.write_classes(data.class_names)
+        (run.path / "data_report.json").write_text(json.dumps(data.report, indent=1) + "\n")
+
+    mesh = data_mesh()
+    check_batch_size(cfg.batch_size, mesh)
+    steps_per_epoch = train_steps_per_epoch(len(data.train), cfg.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(data.train)} training images cannot fill one batch of {cfg.batch_size}; lower --batch-size")
+    model = build_model(cfg, num_classes)
+    normalize = normalization(cfg, model.pretrained_cfg)
+    optimizer = build_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
+    frozen_bn = frozen_prefixes(model, cfg.freeze_stages) if cfg.frozen_bn_eval else ()
+    graphdef, state = init_state(model, optimizer, frozen_bn)
+    del model
+    state = replicate(state, mesh)
+
+    latest, best = Checkpoints(run.latest), Checkpoints(run.best)
+    progress_info = {"epoch": 0, "batch": 0, "sums": {}, "best_map5": -1.0, "best_epoch": -1}
+    if latest.latest_step() is not None:
+        trees, progress_info = latest.restore({"model": (state.params, state.rest), "optimizer": (state.opt_state, state.step)})
+        (params, rest), (opt_state, step) = trees["model"], trees["optimizer"]
+        state = TrainState(params, rest, opt_state, step)
+        log(f"resuming {run.path} at epoch {progress_info['epoch'] + 1}, batch {progress_info['batch']}")
+    if is_main:
+        run.keep_epochs_before(progress_info["epoch"])
+
+    train_step = make_train_step(graphdef, optimizer, cfg.label_smoothing, normalize=normalize, precision=cfg.precision)
+    eval_step = make_eval_step(graphdef, normalize=normalize, precision=cfg.precision)
+    augment = augment_config(cfg, size)
+    history = run.history()
+
+    def save_latest(epoch: int, batch: int, sums: _EpochSums) -> None:
+        if not _all_finite(state.params):
+            raise NonFiniteLossError(
+                f"the parameters became NaN or infinite by step {int(state.step)} (epoch {epoch + 1}); the run stopped "
+                f"before saving them, and its last good checkpoint is in {run.latest} (step {latest.latest_step()}). "
+                f"Lower the learning rate (--lr, now {cfg.lr}) or use warmup (--warmup-steps) in a new --run directory."
+            )
+        info = dict(progress_info, epoch=epoch, batch=batch, sums=sums.to_json())
+        latest.save(int(state.step), {"model": (state.params, state.rest), "optimizer": (state.opt_state, state.step)}, info)
+
+    for epoch in range(progress_info["epoch"], cfg.epochs):
+        start_batch = progress_info["batch"] if epoch == progress_info["epoch"] else 0
+        sums = _EpochSums(progress_info["sums"] if epoch == progress_info["epoch"] else None)
+        batches = train_batches(
+            data.train.data,
+            data.train.indices,
+            cfg.batch_size,
+            augment_cfg=augment,
+            seed=cfg.seed,
+            epoch=epoch,
+            start_batch=start_batch,
+            workers=cfg.workers,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not (progress and is_main), dynamic_ncols=True)
+        pending: tuple[int, dict] | None = None
+
+        def consume() -> None:
+            nonlocal pending
+            if pending is None:
+                return
+            batch_number, metrics = pending
+            pending = None
+            loss = sums.add(metrics)
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"the training loss became {loss} at epoch {epoch + 1}, batch {batch_number + 1}. The run stopped; "
+                    f"its last good checkpoint is in {run.latest} (step {latest.latest_step()}). Lower the learning "
+                    f"rate (--lr, now {cfg.lr}) or use warmup (--warmup-steps) in a new --run directory."
+                )
+            elapsed = sums.seconds + time.perf_counter() - started
+            bar.set_postfix(loss=f"{sums.loss / sums.steps:.4f}", img_s=f"{sums.steps * cfg.batch_size / elapsed:.1f}")
+
+        started = time.perf_counter()
+        for batch_number, batch in enumerate(batches, start=start_batch):
+            images, labels = shard_batch((batch["images"], batch["labels"]), mesh)
+            state, metrics = train_step(state, images, labels)
+            consume()
+            pending = (batch_number, metrics)
+            bar.update(1)
+            if cfg.checkpoint_every and (batch_number + 1) % cfg.checkpoint_every == 0 and batch_number + 1 < steps_per_epoch:
+                consume()
+                sums.seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                save_latest(epoch, batch_number + 1, sums)
+        consume()
+        bar.close()
+        sums.seconds += time.perf_counter() - started
+
+        eval_started = time.perf_counter()
+        val_logits = predict_logits(eval_step, state, data.val, cfg.batch_size, mesh, cfg.workers)
+        val = metrics_from_logits(val_logits, data.val.labels)
+        line = {
+            "epoch": epoch,
+            "step": int(state.step),
+            "lr": float(current_learning_rate(state.opt_state)),
+            "train_loss": sums.loss / sums.steps,
+            "train_map@5": sums.map5 / sums.steps,
+            **{f"val_{k}": v for k, v in val.items()},
+            "train_seconds": sums.seconds,
+            "eval_seconds": time.perf_counter() - eval_started,
+            "images_per_s": sums.steps * cfg.batch_size / sums.seconds,
+        }
+        history.append(line)
+        if is_main:
+            run.append_metrics(line)
+            plot_training_curves(history, run.curves, title=f"{cfg.model} — {run.path.name}")
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: train loss {line['train_loss']:.4f}, val loss {val['loss']:.4f}, "
+            f"val MAP@5 {val['map@5']:.4f}, MAP@1 {val['map@1']:.4f}, acc@5 {val['acc@5']:.4f}"
+        )
+        if val["map@5"] > progress_info["best_map5"]:
+            progress_info.update(best_map5=val["map@5"], best_epoch=epoch)
+            best.save(epoch, {"model": (state.params, state.rest)}, dict(progress_info, epoch=epoch + 1))
+        save_latest(epoch + 1, 0, _EpochSums())
+
+    if data.test is not None:
+        test = metrics_from_logits(predict_logits(eval_step, state, data.test, cfg.batch_size, mesh), data.test.labels)
+        if is_main:
+            run.test_metrics.write_text(json.dumps({"model": "final", **test}, indent=1) + "\n")
+        log(f"test: MAP@5 {test['map@5']:.4f}, MAP@1 {test['map@1']:.4f}, acc@5 {test['acc@5']:.4f}")
+    latest.close()
+    best.close()
+    return history

@@ -1,0 +1,124 @@
+"""The run directory: everything one training run writes, and `load_run` to get the trained model back.
+
+    RUN/
+      config.json          the TrainConfig (running the same command again resumes; a changed recipe is refused)
+      classes.json         class names, index = label
+      metrics.jsonl        one JSON line per finished epoch
+      curves.png           loss (log scale) and MAP@5 per epoch, redrawn after each epoch
+      test_metrics.json    the final model on --test-data, once, at the end
+      checkpoints/latest/  Orbax: full training state + data position, newest only
+      checkpoints/best/    Orbax: the state of the epoch with the best validation MAP@5
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from flax import nnx
+
+from knifejax.models.registry import create_model
+from knifejax.train.checkpoint import Checkpoints
+from knifejax.train.config import TrainConfig
+from knifejax.weights import load_timm_weights
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Fields a resumed run may change: they alter how long it runs or how it is fed, not what it computes.
+RESUMABLE_CHANGES = ("epochs", "workers", "cache_dir")
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.classes = self.path / "classes.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.curves = self.path / "curves.png"
+        self.test_metrics = self.path / "test_metrics.json"
+        self.latest = self.path / "checkpoints" / "latest"
+        self.best = self.path / "checkpoints" / "best"
+
+    def start(self, cfg: TrainConfig) -> None:
+        """Write `cfg` into a new run, or check it against the run's own when resuming."""
+        if self.config.exists():
+            saved = TrainConfig.load(self.config)
+            changed = saved.differences(cfg, ignore=RESUMABLE_CHANGES)
+            if changed:
+                raise ValueError(
+                    f"{self.path} holds a run with another configuration ({'; '.join(changed)}). Resume it with "
+                    f"its own settings (see {self.config}), or give a new --run directory."
+                )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+
+    def write_classes(self, names: list[str]) -> None:
+        self.classes.write_text(json.dumps(names, indent=1) + "\n")
+
+    def read_classes(self) -> list[str]:
+        return json.loads(self.classes.read_text())
+
+    def history(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def keep_epochs_before(self, epoch: int) -> None:
+        """Drop metric lines of epochs >= `epoch` (written after the checkpoint a resumed run restarts from)."""
+        kept = [h for h in self.history() if h["epoch"] < epoch]
+        self.metrics.write_text("".join(json.dumps(h) + "\n" for h in kept))
+
+    def append_metrics(self, line: dict) -> None:
+        with self.metrics.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+def normalization(cfg: TrainConfig, pretrained_cfg: dict) -> tuple[tuple, tuple]:
+    """(mean, std) of the inputs: the model's pretrained_cfg, or ImageNet's as the study used."""
+    if cfg.norm == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(pretrained_cfg["mean"]), tuple(pretrained_cfg["std"])
+
+
+def image_size(cfg: TrainConfig, pretrained_cfg: dict) -> int:
+    return cfg.image_size or int(pretrained_cfg["input_size"][-1])
+
+
+def build_model(cfg: TrainConfig, num_classes: int, *, initial_weights: bool = True) -> nnx.Module:
+    """The model `cfg` describes; with `initial_weights`, its pretrained and --weights weights loaded."""
+    kwargs = dict(num_classes=num_classes, seed=cfg.seed, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
+    pretrained = initial_weights and cfg.pretrained is not None
+    if pretrained and cfg.pretrained != "default":
+        kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained}
+    model = create_model(cfg.model, pretrained=pretrained, **kwargs)
+    if initial_weights and cfg.weights is not None:
+        load_timm_weights(model, cfg.weights)
+    return model
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> tuple[nnx.Module, TrainConfig, list[str]]:
+    """The trained model of a run (in eval mode), its config and class names.
+
+    which: "best" (highest validation MAP@5) or "latest".
+    """
+    run = RunDir(run_dir)
+    if not run.config.exists():
+        raise FileNotFoundError(f"{run.path} is not a run directory: it has no config.json")
+    if which not in ("best", "latest"):
+        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    cfg = TrainConfig.load(run.config)
+    names = run.read_classes()
+    folder = run.best if which == "best" else run.latest
+    checkpoints = Checkpoints(folder)
+    if checkpoints.latest_step() is None:
+        raise FileNotFoundError(f"{folder} holds no checkpoint yet: the run has not finished an epoch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a fresh head is expected: the checkpoint replaces it
+        model = build_model(cfg, cfg.num_classes or len(names), initial_weights=False)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    trees, _ = checkpoints.restore({"model": (params, rest)})
+    checkpoints.close()
+    nnx.update(model, *trees["model"])
+    model.eval()
+    return model, cfg, names

@@ -1,0 +1,136 @@
+"""The run directory: exact resume after SIGKILL, the NaN guard, a refused config change, load_run, and the
+CLI's evaluate/predict on a trained run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from knifejax.cli import main as cli_main
+from knifejax.data import SyntheticKnives
+from knifejax.train.checkpoint import Checkpoints
+from knifejax.train.config import TrainConfig
+from knifejax.train.loop import NonFiniteLossError, fit
+from knifejax.train.run import load_run
+
+TINY = [
+    "--model", "resnet18", "--synthetic-classes", "4", "--synthetic-per-class", "10", "--image-size", "32",
+    "--batch-size", "4", "--epochs", "2", "--lr", "1e-3", "--no-progress",
+]  # fmt: skip
+
+
+def _train_command(run: Path, cache: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "knifejax", "train", "--run", str(run), "--cache-dir", str(cache), *TINY, *extra]
+
+
+def _model_leaves(run: Path, which: str = "latest") -> list[np.ndarray]:
+    model, _, _ = load_run(run, which)
+    from flax import nnx
+
+    leaves = jax.tree.leaves(nnx.state(model))
+    return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x) for x in leaves]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny uninterrupted run, trained in a child process (clean JAX configuration)."""
+    root = tmp_path_factory.mktemp("runs")
+    run = root / "reference"
+    subprocess.run(_train_command(run, root / "cache", "--checkpoint-every", "2"), check=True, timeout=300)
+    return run
+
+
+def test_sigkill_and_resume_ends_bitwise_equal(finished_run, tmp_path):
+    run = tmp_path / "killed"
+    command = _train_command(run, finished_run.parent / "cache", "--checkpoint-every", "2")
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and child.poll() is None:
+        steps = [p for p in (run / "checkpoints" / "latest").glob("[0-9]*") if (p / "commit_success.txt").exists()]
+        if any(int(p.name) >= 4 for p in steps):  # mid-epoch 1: a checkpoint at step 4 of 9
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, "the run ended before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    history_before = (run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else ""
+    assert '"epoch": 1' not in history_before  # killed before the end
+
+    subprocess.run(command, check=True, timeout=300)
+    for resumed, reference in zip(_model_leaves(run), _model_leaves(finished_run), strict=True):
+        assert resumed.dtype == reference.dtype
+        np.testing.assert_array_equal(resumed, reference)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    reference_lines = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1]
+    for line, ref in zip(lines, reference_lines):
+        for key in ("step", "lr", "train_loss", "train_map@5", "val_loss", "val_map@5"):
+            assert line[key] == ref[key], key
+
+
+def test_load_run_gives_the_trained_model_config_and_classes(finished_run):
+    model, cfg, names = load_run(finished_run)
+    assert cfg.model == "resnet18" and cfg.epochs == 2
+    assert names == SyntheticKnives(4).class_names
+    assert model.fc.weight.shape == (512, 4)
+    assert model.bn1.use_running_average  # eval mode
+    assert (finished_run / "curves.png").stat().st_size > 10_000
+
+
+def test_a_changed_recipe_is_refused_not_mixed_into_the_run(finished_run):
+    with pytest.raises(ValueError, match=r"lr: 0.001 -> 0.01"):
+        fit(TrainConfig.load(finished_run / "config.json").replace(lr=1e-2), finished_run, progress=False)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    # SGD at lr 1e6 reached through warmup: step 0 has lr 0 (a finite checkpoint), then the loss explodes.
+    cfg = TrainConfig(
+        model="resnet18", synthetic_classes=4, synthetic_per_class=10, image_size=32, batch_size=4, epochs=1,
+        optimizer="sgd", lr=1e6, schedule="constant", warmup_steps=1000, checkpoint_every=1,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        fit(cfg, tmp_path / "run", progress=False, log=lambda message: None)
+    checkpoints = Checkpoints(tmp_path / "run" / "checkpoints" / "latest")
+    last = checkpoints.latest_step()
+    assert last is not None and last < 9
+    from knifejax.train.run import build_model
+    from knifejax.train.loop import build_optimizer
+    from knifejax.train.steps import init_state
+    from flax import nnx
+
+    model = build_model(cfg, 4)
+    _, state = init_state(model, build_optimizer(cfg, model, 9))
+    trees, _ = checkpoints.restore({"model": (state.params, state.rest)})
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(trees["model"][0]))
+
+
+def test_cli_evaluate_and_predict_on_a_run(finished_run, tmp_path, capsys):
+    cli_main(["evaluate", "--run", str(finished_run), "--data", "synthetic", "--synthetic-classes", "4",
+              "--synthetic-per-class", "10"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "MAP@5" in printed and "MAP@1" in printed and "acc@5" in printed
+    map5 = float(printed.split("MAP@5")[1].split()[0])
+    assert 0 < map5 <= 1
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    source = SyntheticKnives(4, 1, size=48, split="test")
+    for i in range(len(source)):
+        Image.fromarray(source[i]["image"]).save(folder / f"knife_{i}.png")
+    out = tmp_path / "predictions.csv"
+    cli_main(["predict", "--run", str(finished_run), str(folder), "--out", str(out)])
+    rows = out.read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["path", "class_1", "score_1"]
+    assert len(rows) == 1 + len(source)
+    scores = [float(x) for x in rows[1].split(",")[2::2]]
+    assert scores == sorted(scores, reverse=True) and 0.99 < sum(scores) <= 1.0 + 1e-5  # 4 classes: top-4 sums to 1
+    assert set(rows[1].split(",")[1::2][:4]) == set(source.class_names)
