@@ -6,18 +6,24 @@ from knifejax.models import create_model, get_pretrained_cfg, list_models, list_
 from knifejax.models.pretrained import PretrainedUnavailableError
 from knifejax.preprocess import preprocess
 from knifejax.train import current_learning_rate, decay_mask_timm, make_optimizer, make_schedule
+from knifejax.train.config import TrainConfig
+from knifejax.train.loop import fit
+from knifejax.train.run import load_run
 from knifejax.weights import WeightMismatchError, load_timm_weights, save_timm_weights, timm_state_dict
 
 __all__ = [
     "CheckpointError",
     "PretrainedUnavailableError",
+    "TrainConfig",
     "WeightMismatchError",
     "create_model",
     "current_learning_rate",
     "decay_mask_timm",
+    "fit",
     "get_pretrained_cfg",
     "list_models",
     "list_pretrained_tags",
+    "load_run",
     "load_timm_weights",
     "make_optimizer",
     "make_schedule",

@@ -1,0 +1,73 @@
+"""Run by tests/test_multidevice.py in a child process with 4 forced CPU devices (the flag must be set
+before JAX starts): the data-parallel step equals the one-device step."""
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+import knifejax as kj
+from knifejax.train.sharding import data_mesh, replicate, shard_batch
+from knifejax.train.steps import cross_entropy, init_state, make_train_step, normalize_images
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TOLERANCE = 1e-5  # relative; the 4-way split only reorders float32 sums (BatchNorm statistics, gradients)
+
+
+def _state():
+    model = kj.create_model("resnet18", num_classes=4, seed=0)
+    optimizer = kj.make_optimizer("sgd", 0.05, momentum=0.9)
+    graphdef, state = init_state(model, optimizer)
+    return graphdef, optimizer, state
+
+
+def _relative_gap(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def main() -> None:
+    assert jax.device_count() == 4, jax.devices()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, 8).astype(np.int32)
+    graphdef, optimizer, state = _state()
+
+    def loss_and_grads(params, rest, images, labels):
+        def loss(params):
+            model = nnx.merge(graphdef, params, rest, copy=True)
+            return cross_entropy(model(normalize_images(images, MEAN, STD)), labels)
+
+        return jax.value_and_grad(loss)(params)
+
+    one_loss, one_grads = jax.jit(loss_and_grads)(state.params, state.rest, images, labels)
+    mesh = data_mesh()
+    shared = replicate(state, mesh)
+    sharded_images, sharded_labels = shard_batch((images, labels), mesh)
+    assert len(sharded_images.sharding.device_set) == 4
+    many_loss, many_grads = jax.jit(loss_and_grads)(shared.params, shared.rest, sharded_images, sharded_labels)
+    assert _relative_gap(many_loss, one_loss) <= TOLERANCE, (float(many_loss), float(one_loss))
+    gradient_gap = max(jax.tree.leaves(jax.tree.map(_relative_gap, many_grads, one_grads)))
+    assert gradient_gap <= TOLERANCE, gradient_gap
+
+    step = make_train_step(graphdef, optimizer, normalize=(MEAN, STD))
+    _, _, single = _state()
+    multi = replicate(_state()[2], mesh)
+    for i in range(3):
+        batch = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 4, 8).astype(np.int32)
+        single, _ = step(single, *batch)
+        multi, _ = step(multi, *shard_batch(batch, mesh))
+    state_gaps = {}
+    for kind in ("params", "rest"):
+        gaps = [_relative_gap(m, s) for m, s in zip(jax.tree.leaves(getattr(multi, kind)), jax.tree.leaves(getattr(single, kind)))
+                if not jax.dtypes.issubdtype(m.dtype, jax.dtypes.prng_key)]
+        state_gaps[kind] = max(gaps)
+        assert max(gaps) <= TOLERANCE, (kind, max(gaps))
+    print(
+        f"4 devices equal 1: loss {float(many_loss):.6f} vs {float(one_loss):.6f}, max gradient gap {gradient_gap:.1e}, "
+        f"after 3 SGD steps: params {state_gaps['params']:.1e}, BatchNorm statistics {state_gaps['rest']:.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
