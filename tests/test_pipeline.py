@@ -71,6 +71,18 @@ def test_batches_repeat_exactly_and_resume_at_any_batch(decoded):
     assert not np.array_equal(full[0]["images"], other_epoch["images"])
 
 
+def test_one_stream_spans_epochs_from_any_resume_point(decoded):
+    idx = np.arange(len(decoded))
+    stream = list(train_batches(decoded, idx, 4, augment_cfg=AUG, seed=1, epoch=1, start_batch=2, end_epoch=3))
+    expected = [
+        *list(train_batches(decoded, idx, 4, augment_cfg=AUG, seed=1, epoch=1))[2:],
+        *train_batches(decoded, idx, 4, augment_cfg=AUG, seed=1, epoch=2),
+    ]
+    assert len(stream) == len(expected) == 5 - 2 + 5
+    for a, b in zip(stream, expected):
+        np.testing.assert_array_equal(a["images"], b["images"])
+
+
 def test_worker_processes_give_the_same_batches(decoded):
     idx = np.arange(len(decoded))
     inline = list(train_batches(decoded, idx, 4, augment_cfg=AUG, seed=0, epoch=0))

@@ -36,19 +36,27 @@ def train_steps_per_epoch(num_items: int, batch_size: int) -> int:
 
 
 class _TrainBatch:
-    """Picklable `batch number -> batch` of one epoch, for grain workers."""
+    """Picklable `global batch number -> batch` (epoch = number // steps per epoch), for grain workers."""
 
-    def __init__(self, data, indices, order, batch_size, rows, cfg, seed, epoch):
-        self.data, self.indices, self.order, self.batch_size, self.rows = data, indices, order, batch_size, rows
-        self.cfg, self.seed, self.epoch = cfg, seed, epoch
+    def __init__(self, data, indices, batch_size, rows, cfg, seed):
+        self.data, self.indices, self.batch_size, self.rows = data, indices, batch_size, rows
+        self.cfg, self.seed = cfg, seed
+        self.steps = train_steps_per_epoch(len(indices), batch_size)
+        self._order: tuple[int, np.ndarray] | None = None
 
-    def __call__(self, batch: int) -> dict[str, np.ndarray]:
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_order(len(self.indices), self.seed, epoch))
+        return self._order[1]
+
+    def __call__(self, number: int) -> dict[str, np.ndarray]:
+        epoch, batch = divmod(number, self.steps)
         start, stop = self.rows
-        items = self.indices[self.order[batch * self.batch_size + start : batch * self.batch_size + stop]]
+        items = self.indices[self.order(epoch)[batch * self.batch_size + start : batch * self.batch_size + stop]]
         ranks = np.argsort(np.argsort(items))
         images = self.data.images[np.sort(items)][ranks]  # one forward pass over the memory map
         if self.cfg is not None:
-            images = np.stack([augment(im, self.cfg, self.seed, self.epoch, int(i)) for im, i in zip(images, items)])
+            images = np.stack([augment(im, self.cfg, self.seed, epoch, int(i)) for im, i in zip(images, items)])
         return {"images": images, "labels": self.data.labels[items].astype(np.int32)}
 
 
@@ -76,11 +84,13 @@ def train_batches(
     seed: int,
     epoch: int,
     start_batch: int = 0,
+    end_epoch: int | None = None,
     workers: int = 0,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """The training batches of `epoch` over the items `indices` of `data`, from batch `start_batch` on.
+    """The training batches over the items `indices` of `data`, from batch `start_batch` of `epoch` to the
+    end of epoch `end_epoch - 1` (default: the end of `epoch`), in one stream, so worker processes start once.
 
     Each is `{"images": uint8 (b, S, S, 3), "labels": int32 (b,)}` with b = batch_size / process_count.
     `augment_cfg=None` trains on the resized images as they are.
@@ -89,10 +99,10 @@ def train_batches(
     steps = train_steps_per_epoch(len(indices), batch_size)
     if steps == 0:
         raise ValueError(f"{len(indices)} training images cannot fill one batch of {batch_size}; lower the batch size")
-    order = epoch_order(len(indices), seed, epoch)
     rows = _process_rows(batch_size, process_index, process_count)
-    make = _TrainBatch(data, indices, order, batch_size, rows, augment_cfg, seed, epoch)
-    return _iterate(grain.MapDataset.range(start_batch, steps).map(make), workers)
+    make = _TrainBatch(data, indices, batch_size, rows, augment_cfg, seed)
+    end_epoch = epoch + 1 if end_epoch is None else end_epoch
+    return _iterate(grain.MapDataset.range(epoch * steps + start_batch, end_epoch * steps).map(make), workers)
 
 
 class _EvalBatch:

@@ -12,6 +12,7 @@ before anything computed from it is checkpointed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -87,14 +88,14 @@ def metrics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, flo
     }
 
 
-def predict_logits(eval_step, state, split: Split, batch_size: int, mesh, workers: int = 0) -> np.ndarray:
-    """float32 logits (len(split), num_classes) of every item of `split`, in order."""
+def predict_logits(eval_step, state, split: Split, batch_size: int, mesh) -> np.ndarray:
+    """float32 logits (len(split), num_classes) of every item of `split`, in order (decoded images need no
+    workers: a batch is one read of the cache)."""
     out = []
     batches = eval_batches(
         split.data,
         split.indices,
         batch_size,
-        workers=workers,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
@@ -182,21 +183,23 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
         info = dict(progress_info, epoch=epoch, batch=batch, sums=sums.to_json())
         latest.save(int(state.step), {"model": (state.params, state.rest), "optimizer": (state.opt_state, state.step)}, info)
 
+    stream = train_batches(
+        data.train.data,
+        data.train.indices,
+        cfg.batch_size,
+        augment_cfg=augment,
+        seed=cfg.seed,
+        epoch=progress_info["epoch"],
+        start_batch=progress_info["batch"],
+        end_epoch=cfg.epochs,
+        workers=cfg.workers,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
     for epoch in range(progress_info["epoch"], cfg.epochs):
         start_batch = progress_info["batch"] if epoch == progress_info["epoch"] else 0
         sums = _EpochSums(progress_info["sums"] if epoch == progress_info["epoch"] else None)
-        batches = train_batches(
-            data.train.data,
-            data.train.indices,
-            cfg.batch_size,
-            augment_cfg=augment,
-            seed=cfg.seed,
-            epoch=epoch,
-            start_batch=start_batch,
-            workers=cfg.workers,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
+        batches = itertools.islice(stream, steps_per_epoch - start_batch)
         bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (progress and is_main), dynamic_ncols=True)
         pending: tuple[int, dict] | None = None
@@ -234,7 +237,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
         sums.seconds += time.perf_counter() - started
 
         eval_started = time.perf_counter()
-        val_logits = predict_logits(eval_step, state, data.val, cfg.batch_size, mesh, cfg.workers)
+        val_logits = predict_logits(eval_step, state, data.val, cfg.batch_size, mesh)
         val = metrics_from_logits(val_logits, data.val.labels)
         line = {
             "epoch": epoch,
@@ -260,6 +263,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
             best.save(epoch, {"model": (state.params, state.rest)}, dict(progress_info, epoch=epoch + 1))
         save_latest(epoch + 1, 0, _EpochSums())
 
+    stream.close()  # stops the worker processes now rather than at garbage collection
     if data.test is not None:
         test = metrics_from_logits(predict_logits(eval_step, state, data.test, cfg.batch_size, mesh), data.test.labels)
         if is_main:
