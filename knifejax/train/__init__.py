@@ -1,5 +1,7 @@
-"""Training: torch-equal optimizers and schedules (`optim`), and jit train/eval steps over one state
-pytree (`steps`)."""
+"""Training: torch-equal optimizers and schedules (`optim`), jit train/eval steps over one state pytree
+(`steps`), transfer modes (`transfer`), data parallelism (`sharding`), and whole runs — configuration
+(`config`), data set-up (`data_setup`), the resumable loop (`loop.fit`), checkpoints and the run directory
+(`checkpoint`, `run`)."""
 
 from knifejax.train.optim import (
     OPTIMIZERS,

@@ -218,7 +218,11 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
                     f"rate (--lr, now {cfg.lr}) or use warmup (--warmup-steps) in a new --run directory."
                 )
             elapsed = sums.seconds + time.perf_counter() - started
-            bar.set_postfix(loss=f"{sums.loss / sums.steps:.4f}", img_s=f"{sums.steps * cfg.batch_size / elapsed:.1f}")
+            bar.set_postfix(
+                loss=f"{sums.loss / sums.steps:.4f}",
+                map5=f"{sums.map5 / sums.steps:.3f}",
+                img_s=f"{sums.steps * cfg.batch_size / elapsed:.1f}",
+            )
 
         started = time.perf_counter()
         for batch_number, batch in enumerate(batches, start=start_batch):
