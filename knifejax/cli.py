@@ -106,7 +106,9 @@ def _predictor(args: argparse.Namespace):
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from knifejax.data.cache import decode_source
     from knifejax.data.open import open_source
+    from knifejax.data.sources import ImageFolderSource
     from knifejax.data.validate import validate
+    from knifejax.inference import align_folder_labels
 
     predictor = _predictor(args)
     source = open_source(
@@ -118,6 +120,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         synthetic_per_class=args.synthetic_per_class,
         synthetic_size=predictor.size,
     )
+    if isinstance(source, ImageFolderSource):
+        source = align_folder_labels(source, predictor.class_names)
     validate(source, len(predictor.class_names))
     metrics = predictor.evaluate(decode_source(source, predictor.size, cache_dir=None))
     print(f"{len(source)} images from {args.data}")

@@ -10,7 +10,7 @@ from flax import nnx
 from knifejax.data.cache import DecodedImages, resize_square
 from knifejax.data.decode import load_rgb
 from knifejax.data.errors import DataError
-from knifejax.data.sources import IMAGE_EXTENSIONS
+from knifejax.data.sources import IMAGE_EXTENSIONS, ImageFolderSource
 from knifejax.io.readers import read_state_dict
 from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.data_setup import Split
@@ -92,6 +92,21 @@ class Predictor:
         probs = shifted / shifted.sum(axis=1, keepdims=True)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return top, np.take_along_axis(probs, top, axis=1)
+
+
+def align_folder_labels(source: ImageFolderSource, class_names: list[str]) -> ImageFolderSource:
+    """Relabel an image folder by the model's class names: a folder's labels come from its sorted sub-folder
+    names, which need not be the order (or the whole set) of classes the model was trained with."""
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [name for name in source.class_names if name not in index]
+    if unknown:
+        raise DataError(
+            f"{source.root}: class folders {unknown[:10]} are not classes of the model "
+            f"(it knows {len(class_names)}, e.g. {class_names[:3]}); rename or remove them"
+        )
+    source.labels = np.asarray([index[name] for name in source.class_names], np.int64)[source.labels]
+    source.class_names = list(class_names)
+    return source
 
 
 def image_files(inputs: list[str | Path]) -> list[Path]:

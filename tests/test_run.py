@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from knifejax.cli import main as cli_main
-from knifejax.data import SyntheticKnives
+from knifejax.data import DataError, ImageFolderSource, SyntheticKnives
+from knifejax.inference import align_folder_labels
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.loop import NonFiniteLossError, fit
@@ -134,3 +135,15 @@ def test_cli_evaluate_and_predict_on_a_run(finished_run, tmp_path, capsys):
     scores = [float(x) for x in rows[1].split(",")[2::2]]
     assert scores == sorted(scores, reverse=True) and 0.99 < sum(scores) <= 1.0 + 1e-5  # 4 classes: top-4 sums to 1
     assert set(rows[1].split(",")[1::2][:4]) == set(source.class_names)
+
+
+def test_an_image_folder_is_relabelled_by_the_models_class_names(tmp_path):
+    for name in ("tanto", "bowie"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name / "a.png")
+    source = ImageFolderSource(tmp_path)
+    assert source.class_names == ["bowie", "tanto"] and source.labels.tolist() == [0, 1]
+    aligned = align_folder_labels(source, ["dagger", "tanto", "bowie"])
+    assert aligned.labels.tolist() == [2, 1] and aligned.class_names == ["dagger", "tanto", "bowie"]
+    with pytest.raises(DataError, match="not classes of the model"):
+        align_folder_labels(ImageFolderSource(tmp_path), ["tanto"])
