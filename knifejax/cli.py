@@ -155,7 +155,7 @@ def _add_trained_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--classes-file", help="text file naming class i on line i")
     group.add_argument("--image-size", type=int, help="input size for --model (default: its pretrained size)")
     group.add_argument("--norm", choices=("model", "imagenet"), default="model", help="normalisation for --model")
-    group.add_argument("--batch-size", type=int, default=32)
+    group.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trained_model_flags(predict)
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
-    predict.add_argument("--top", type=int, default=5)
+    predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
     predict.set_defaults(func=_cmd_predict)
     return parser
 
