@@ -15,7 +15,7 @@ from knifejax.io.readers import read_state_dict
 from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.data_setup import Split
 from knifejax.train.loop import metrics_from_logits, predict_logits
-from knifejax.train.run import IMAGENET_MEAN, IMAGENET_STD, image_size, load_run, normalization
+from knifejax.train.run import image_size, load_run, normalization
 from knifejax.train.sharding import data_mesh
 from knifejax.train.steps import TrainState, make_eval_step
 from knifejax.weights import load_timm_weights
@@ -37,7 +37,7 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir: str | Path, which: str = "best", batch_size: int = 32) -> Predictor:
         model, cfg, names = load_run(run_dir, which)
-        mean, std = normalization(cfg, model.pretrained_cfg)
+        mean, std = normalization(cfg.norm, model.pretrained_cfg)
         return cls(model, names, image_size(cfg, model.pretrained_cfg), mean, std, batch_size)
 
     @classmethod
@@ -61,9 +61,8 @@ class Predictor:
             class_names = [f"class_{i}" for i in range(num_classes)]
         if len(class_names) != num_classes:
             raise DataError(f"{len(class_names)} class names for a classifier of {num_classes} classes in {weights}")
-        cfg = model.pretrained_cfg
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if norm == "imagenet" else (cfg["mean"], cfg["std"])
-        return cls(model, class_names, size or int(cfg["input_size"][-1]), mean, std, batch_size)
+        mean, std = normalization(norm, model.pretrained_cfg)
+        return cls(model, class_names, size or int(model.pretrained_cfg["input_size"][-1]), mean, std, batch_size)
 
     def logits(self, data: DecodedImages) -> np.ndarray:
         return predict_logits(self.eval_step, self.state, Split(data, np.arange(len(data))), self.batch_size, self.mesh)

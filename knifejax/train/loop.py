@@ -151,7 +151,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
     if steps_per_epoch == 0:
         raise ValueError(f"{len(data.train)} training images cannot fill one batch of {cfg.batch_size}; lower --batch-size")
     model = build_model(cfg, num_classes)
-    normalize = normalization(cfg, model.pretrained_cfg)
+    normalize = normalization(cfg.norm, model.pretrained_cfg)
     optimizer = build_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
     frozen_bn = frozen_prefixes(model, cfg.freeze_stages) if cfg.frozen_bn_eval else ()
     graphdef, state = init_state(model, optimizer, frozen_bn)

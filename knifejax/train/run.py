@@ -74,9 +74,9 @@ class RunDir:
             f.write(json.dumps(line) + "\n")
 
 
-def normalization(cfg: TrainConfig, pretrained_cfg: dict) -> tuple[tuple, tuple]:
-    """(mean, std) of the inputs: the model's pretrained_cfg, or ImageNet's as the study used."""
-    if cfg.norm == "imagenet":
+def normalization(norm: str, pretrained_cfg: dict) -> tuple[tuple, tuple]:
+    """(mean, std) of the inputs: "model" takes the model's pretrained_cfg, "imagenet" ImageNet's as the study."""
+    if norm == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD
     return tuple(pretrained_cfg["mean"]), tuple(pretrained_cfg["std"])
 
