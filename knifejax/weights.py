@@ -77,11 +77,19 @@ def load_timm_weights(
     strict: every model key must be present and nothing else; with False, missing and unexpected keys
         are tolerated (as torch's `load_state_dict(strict=False)`), shape mismatches never are.
 
+    Model-specific adaptation: a model with a method `adapt_timm_state(state) -> state` gets the state dict
+    (timm keys -> numpy arrays, PyTorch layouts) first and returns it adapted as timm's checkpoint filter
+    would when timm loads pretrained weights — a ViT resamples position embeddings made for another input
+    size (see `knifejax.models.vit`). Keys are matched after that, with the same checks.
+
     All or nothing: on any problem one `WeightMismatchError` lists every missing, unexpected and
     mis-shaped key and the model is left unchanged. A classifier for another class count is not an
     error: it keeps its fresh initialisation and a warning says so.
     """
     state = {k: v for k, v in read_state_dict(weights).items() if not k.endswith(_IGNORED_SUFFIXES)}
+    adapt = getattr(model, "adapt_timm_state", None)
+    if callable(adapt):
+        state = adapt(state)
     slots = timm_slots(model)
 
     head = _classifier_prefix(model)

@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 import knifejax as kj
-from knifejax.models.layers import BatchNorm2d, Conv2d
+from knifejax.models.layers import BatchNorm2d, Conv2d, LayerNorm, symmetric_padding
 from knifejax.reference import import_timm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +30,13 @@ STUDY_TAGS = (
     ("tf_efficientnet_b3.aa_in1k", "AutoAugment-trained like the baseline, at B3 scale"),
     ("resnet18.tv_in1k", "torchvision's ResNet-18 weights; timm's default `resnet18` tag is `{resnet18_default}`"),
     ("tf_efficientnet_lite0.in1k", "ImageNet weights available offline"),
+    ("mobilenetv3_large_100.ra_in1k", "the study's MobileNetV3 (timm's default tag)"),
+    ("skresnet18.ra_in1k", "the study's SKResNet-18 (timm's only tag)"),
+    ("vit_small_patch16_384.augreg_in21k_ft_in1k", "ViT comparison: patch 16 at 384 px, ImageNet-21k then 1k"),
+    ("vit_small_patch8_224.dino", "ViT comparison: patch 8, self-supervised DINO (no classifier: 0 classes)"),
+    ("vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", "ViT comparison: patch 32, CLIP (LAION-2B) pretraining"),
 )
-PLANNED_FAMILIES = {"MobileNetV3": "mobilenetv3_*", "SKResNet": "skresnet*", "ViT": "vit_*"}
-TF_PADDING, TORCH_PADDING = "TensorFlow SAME", "PyTorch symmetric"
+TF_PADDING, TORCH_PADDING, PATCH_CONV = "TensorFlow SAME", "PyTorch symmetric", "none (patch conv)"
 
 
 def fail(message: str) -> None:
@@ -52,26 +56,45 @@ def timm_param_count(timm, name: str) -> tuple[int, str]:
     return sum(p.numel() for p in reference.parameters()), reference.pretrained_cfg["tag"]
 
 
-def conventions(name: str, model: nnx.Module) -> tuple[str, str]:
-    """(padding rule, BatchNorm eps) as built, checked against the naming rule: `tf_` = SAME and 1e-3.
+def padding_rule(conv: Conv2d) -> str:
+    if conv.padding == "SAME":
+        return TF_PADDING
+    k = conv.weight.shape[0]
+    symmetric = symmetric_padding(k, conv.stride, conv.dilation)
+    if conv.padding == ((symmetric, symmetric),) * 2:
+        return TORCH_PADDING
+    if conv.padding == ((0, 0),) * 2 and k == conv.stride:
+        return PATCH_CONV
+    fail(f"a {k}x{k} stride-{conv.stride} convolution is padded {conv.padding}, by no known rule")
 
-    Only convolutions the rule can affect count (kernel or stride > 1): for 1x1 stride-1 ones, such as
+
+def conventions(name: str, model: nnx.Module) -> tuple[str, str]:
+    """(padding rule, normalisation eps) as built, checked against the naming rules: `tf_` = SAME and BatchNorm
+    eps 1e-3, other CNNs symmetric and 1e-5; ViTs an unpadded patch conv and LayerNorm eps 1e-6 (CLIP: 1e-5).
+
+    Only convolutions a padding rule can affect count (kernel or stride > 1): for 1x1 stride-1 ones, such as
     squeeze-excite's, both rules pad nothing.
     """
     modules = [m for _, m in nnx.iter_modules(model)]
-    paddings = {
-        TF_PADDING if m.padding == "SAME" else TORCH_PADDING
-        for m in modules
-        if isinstance(m, Conv2d) and (m.weight.shape[0] > 1 or m.stride > 1)
-    }
-    eps = {m.eps for m in modules if isinstance(m, BatchNorm2d)}
-    expected = ({TF_PADDING}, {1e-3}) if name.startswith("tf_") else ({TORCH_PADDING}, {1e-5})
-    if (paddings, eps) != expected:
-        fail(f"{name} is built with padding {paddings} and BatchNorm eps {eps}, expected {expected}")
-    return paddings.pop(), fmt_small(eps.pop())
+    paddings = {padding_rule(m) for m in modules if isinstance(m, Conv2d) and (m.weight.shape[0] > 1 or m.stride > 1)}
+    norms = {(type(m).__name__, m.eps) for m in modules if isinstance(m, (BatchNorm2d, LayerNorm))}
+    if name.startswith("vit_"):
+        expected = ({PATCH_CONV}, {("LayerNorm", 1e-5 if "_clip_" in name else 1e-6)})
+    elif name.startswith("tf_"):
+        expected = ({TF_PADDING}, {("BatchNorm2d", 1e-3)})
+    else:
+        expected = ({TORCH_PADDING}, {("BatchNorm2d", 1e-5)})
+    if (paddings, norms) != expected:
+        fail(f"{name} is built with padding {paddings} and norms {norms}, expected {expected}")
+    kind, eps = norms.pop()
+    return paddings.pop(), f"{'BN' if kind == 'BatchNorm2d' else 'LN'} {fmt_small(eps)}"
 
 
 def family(name: str, model: nnx.Module) -> str:
+    if name.startswith("skresnet"):
+        return "SKResNet"
+    if name.startswith("vit_"):
+        return "ViT (CLIP)" if "_clip_" in name else "ViT"
     return f"{type(model).__name__}-Lite" if "_lite" in name else type(model).__name__
 
 
@@ -160,10 +183,6 @@ def render(timm) -> str:
     grads = parity_constants("test_gradients.py")
     cases = ", ".join(f"`{n}` {h}×{w}" for n, h, w in forward["CASES"])
     grad_names = ", ".join(f"`{n}`" for n in grads["NAMES"])
-    planned = [fam for fam, pattern in PLANNED_FAMILIES.items() if not kj.list_models(pattern)]
-    planned_line = (
-        f"{', '.join(planned[:-1])} and {planned[-1]}" if len(planned) > 1 else "".join(planned)
-    )
     b0_default = default_tags["tf_efficientnet_b0"]
 
     return "\n".join([
@@ -183,7 +202,7 @@ def render(timm) -> str:
         "model.eval()",
         "logits = model(x)                                # (N, num_classes)",
         "fmap = model.forward_features(x)                 # (N, h, w, C), channels last",
-        "features = model.forward_head(fmap, pre_logits=True)  # (N, model.num_features)",
+        "features = model.forward_head(fmap, pre_logits=True)  # (N, model.head_hidden_size)",
         "```",
         "",
         "- `\"name.tag\"` selects one of timm's pretrained tags and gives the model that tag's `pretrained_cfg`",
@@ -193,16 +212,20 @@ def render(timm) -> str:
         "- Keywords are timm's: `num_classes` (default: the tag's, 1000 for ImageNet tags; 0 removes the",
         "  classifier and the model returns pooled features), `pretrained`, `drop_rate` (before the",
         "  classifier), `drop_path_rate` (stochastic depth), `global_pool` (`'avg'`, `'max'`, `'avgmax'`,",
-        "  `'catavgmax'`; the last doubles `num_features`), `in_chans`, and",
+        "  `'catavgmax'`; ViTs: `'token'`, `'avg'`, `'max'`, `'avgmax'`, `''`), `img_size` (ViT), `in_chans`, and",
         "  `pretrained_cfg_overlay={'file': path}` to take pretrained weights from a local file.",
         "  `seed` seeds the initialisation and the dropout stream: same seed, same parameters.",
         "- Inputs are float32 NHWC batches normalised with `model.pretrained_cfg`'s mean and std.",
         "  `kj.preprocess(images, cfg)` makes them from PIL images or uint8 arrays: by default it resizes",
         "  to the configuration's input size ignoring aspect, bilinear; `resize_mode=\"center_crop\",",
         "  interpolation=cfg[\"interpolation\"]` is timm's evaluation transform. `size=` overrides the size.",
-        "- `forward_features` returns the last feature map channels-last, (B, h, w, C) at stride 32;",
-        "  `forward_head(fmap, pre_logits=True)` the pooled penultimate features, `forward_head(fmap)` the",
-        "  logits.",
+        "- `forward_features` returns the last feature map channels-last, (B, h, w, C) at stride 32 — for a",
+        "  ViT the tokens (B, 1 + N, D), class token first; `forward_head(fmap, pre_logits=True)` the pooled",
+        "  penultimate features, `forward_head(fmap)` the logits. As in timm, `model.num_features` is the",
+        "  width of `forward_features` and `model.head_hidden_size` the width of the pre-logits (twice the",
+        "  channels with `'catavgmax'`; MobileNetV3's `conv_head` output, 1280 or 1024).",
+        "- `model.stages()` lists the feature stages, input to output (used to freeze the first N), and",
+        "  `model.grad_cam_layer` the default Grad-CAM layer (see [explain.md](explain.md)).",
         "- Models are created in training mode, as torch modules are: BatchNorm normalises with batch",
         "  statistics and updates its running statistics, dropout and drop-path are active.",
         "  `model.eval()` switches to running statistics and turns dropout off; `model.train()` back.",
@@ -214,13 +237,56 @@ def render(timm) -> str:
         "only written when every pair is equal. Input size and mean / std are the default tag's; other tags",
         "can differ, so read them from `model.pretrained_cfg`. `tf_` models are TensorFlow ports: 'SAME'",
         "padding (one more pixel after than before when the total padding is odd) and BatchNorm eps 1e-3;",
-        "the others pad symmetrically as PyTorch, eps 1e-5. The BN eps and padding columns are read from",
-        "the built models' layers.",
+        "the other CNNs pad symmetrically as PyTorch, eps 1e-5. ViTs embed patches with an unpadded",
+        "convolution and use LayerNorm eps 1e-6 (CLIP towers: 1e-5, and a LayerNorm before the blocks).",
+        "The norm eps and padding columns are read from the built models' layers.",
         "",
         "| Model | Family | Params (knifejax) | Params (timm) | = | Input | Mean / std (default tag) "
-        "| BN eps | Padding | timm tags (default first) |",
+        "| Norm eps | Padding | timm tags (default first) |",
         "|---|---|--:|--:|:-:|---|---|---|---|---|",
         *table,
+        "",
+        "## Families",
+        "",
+        bullet(
+            "**EfficientNet, EfficientNet-Lite, MobileNetV3** are built from timm's block strings "
+            "(`ir_r2_k3_s2_e6_c24_se0.25`, ...) by one decoder and one set of blocks "
+            "(`knifejax/models/efficientnet_blocks.py`). MobileNetV3 differs in its choices: hard-swish "
+            "(blocks marked `nre` use ReLU), squeeze-excite sized from the expanded width and rounded to a "
+            "multiple of 8 with a ReLU inside and a hard-sigmoid gate, and an \"efficient head\": global "
+            "pooling first, then `conv_head` (1×1 with bias) and hard-swish, no BatchNorm."
+        ),
+        bullet(
+            "**ResNet and SKResNet** share one `ResNet` class (stem, max-pool, four stages, head); SKResNet "
+            "swaps the basic block's first convolution for timm's selective-kernel unit: the input split in "
+            "halves along the channels, a 3×3 path and a dilated (5×5-equivalent) 3×3 path, each "
+            "conv-BN-ReLU, and an attention over the summed paths (mean pool, 1×1 reduce to "
+            "`make_divisible(out / 8, 16)` channels, BN, ReLU, 1×1 select, softmax over the two paths)."
+        ),
+        bullet(
+            "**ViT** is timm's `VisionTransformer`: patch embedding, class token, learned position "
+            "embeddings, pre-norm blocks (LayerNorm, multi-head attention with one `qkv` projection, "
+            "LayerNorm, GELU MLP), final norm, head. A ViT is built for one input size, `img_size` "
+            "(default: the tag's, 224 or 384; non-square `(h, w)` works, pixels beyond the last whole "
+            "patch are dropped as timm's patch embedding does); other input sizes raise an error saying "
+            "so. `global_pool='avg'` (or `'max'`, `'avgmax'`) pools the patch tokens and moves the final "
+            "norm after the pooling (`fc_norm`), as timm."
+        ),
+        bullet(
+            "**Loading a ViT checkpoint at another size** (`img_size=384` from a 224 checkpoint, or the "
+            "reverse) resamples the position embeddings as timm's `checkpoint_filter_fn` does when it loads "
+            "pretrained weights: the class token is kept and the grid is resized with PyTorch's "
+            "antialiased bicubic (`F.interpolate(mode='bicubic', antialias=True)`). That filter is Pillow's "
+            "cubic with a = −0.5, not the a = −0.75 of PyTorch's plain bicubic nor `jax.image.resize`'s "
+            "kernel — measured: a = −0.5 matches torch to 1e-6 up and down, a = −0.75 is 1e-2 to 1e-1 off "
+            "(`knifejax/models/pos_embed.py`). A patch kernel of another patch size is resampled too."
+        ),
+        bullet(
+            "**Tags change only `pretrained_cfg`**, as in timm: `vit_small_patch8_224.dino` and "
+            "`vit_base_patch16_224.mae` have no classifier (0 classes, so the model returns pooled "
+            "features), CLIP tags normalise with CLIP's mean/std and `.laion2b` / `.openai` tags have "
+            "512 outputs (the CLIP projection)."
+        ),
         "",
         "## Weights",
         "",
@@ -268,7 +334,6 @@ def render(timm) -> str:
         "|---|---|---|---|---|---|",
         *study_rows(default_tags),
         "",
-        *([f"{planned_line} are planned families, not yet registered.", ""] if planned else []),
         "## Parity with timm",
         "",
         "The test suite (`tests/parity/`, needs the `test` extra) compares knifejax with timm on the same",
@@ -306,6 +371,23 @@ def render(timm) -> str:
         bullet(
             "The offline Lite0 ImageNet weights classify scikit-image's `chelsea` as Egyptian cat "
             "(class 285) with probability > 0.5."
+        ),
+        bullet(
+            "MobileNetV3 (`test_mobilenetv3.py`): pooling variants go through `conv_head` and equal timm's, "
+            "with timm's `num_features` and `head_hidden_size`. SKResNet (`test_skresnet.py`): every "
+            "block's attention weights over the two paths equal timm's within 1e-5; pooling variants, a "
+            "headless model, drop-path rates and frozen stages."
+        ),
+        bullet(
+            "ViT (`test_vit.py`): a checkpoint made at 224 loaded at 384 (and 384 at 224, and non-square "
+            "sizes) has the position embeddings and logits of timm's own resized model within 1e-4; the "
+            "resampling equals `F.interpolate(bicubic, antialias=True)` within 1e-5; the tags' mean, std, "
+            "input size and class count equal timm's `pretrained_cfg`; pooling variants, `num_classes=0` "
+            "and the weight-decay exemptions (`pos_embed`, `cls_token`) equal timm's."
+        ),
+        bullet(
+            "Grad-CAM maps equal pytorch-grad-cam's for every family (`test_gradcam.py`, see "
+            "[explain.md](explain.md))."
         ),
         "",
     ])

@@ -18,12 +18,13 @@ FIELDS = (
 )
 
 
-def main() -> None:
+def pretrained_cfgs(architectures: list[str]) -> dict:
+    """{architecture: {"tags": {tag: cfg}}} for the given timm architecture names, default tag first."""
     timm = import_timm()
     from timm.models import _registry
 
     out = {}
-    for arch in knifejax.list_models():
+    for arch in architectures:
         if not timm.is_model(arch):
             raise SystemExit(f"{arch} is not a timm model")
         default_tags = list(_registry._model_default_cfgs[arch].tags)
@@ -33,6 +34,11 @@ def main() -> None:
             cfg = cfgs[f"{arch}.{tag}" if tag else arch].to_dict()
             tags[tag] = {k: cfg[k] for k in FIELDS if cfg.get(k) is not None}
         out[arch] = {"tags": tags}
+    return out
+
+
+def main() -> None:
+    out = pretrained_cfgs(knifejax.list_models())
     path = Path(knifejax.__file__).parent / "models" / "pretrained_cfgs.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {len(out)} architectures to {path}")

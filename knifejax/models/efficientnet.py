@@ -34,6 +34,8 @@ EFFICIENTNET_LITE_ARCH = [[s.replace("_se0.25", "") for s in stage] for stage in
 
 
 class EfficientNet(nnx.Module):
+    grad_cam_layer = "bn2"  # the head activation, the last spatial map (see knifejax.explain)
+
     def __init__(
         self,
         stages: list[list[BlockArgs]],
@@ -58,9 +60,10 @@ class EfficientNet(nnx.Module):
         self.blocks, head_chs = build_blocks(stem_size, stages, build, rngs)
         self.conv_head = Conv2d(head_chs, num_features, 1, padding=build.pad_type, rngs=rngs)
         self.bn2 = BatchNorm2d(num_features, eps=build.bn_eps, act=build.act)
-        self.num_features = num_features * pool_feat_mult(global_pool)
+        self.num_features = num_features  # as timm: before pooling; head_hidden_size: pooled, the pre-logits width
+        self.head_hidden_size = num_features * pool_feat_mult(global_pool)
         self.head_drop = nnx.Dropout(drop_rate, rngs=rngs) if drop_rate > 0 else None
-        self.classifier = Linear(self.num_features, num_classes, rngs=rngs) if num_classes > 0 else None
+        self.classifier = Linear(self.head_hidden_size, num_classes, rngs=rngs) if num_classes > 0 else None
 
     def stages(self) -> list[tuple[str, ...]]:
         """Module paths of the feature stages, input to output: stem, each block stage, the head conv.

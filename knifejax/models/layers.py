@@ -183,6 +183,24 @@ class BatchNorm2d(nnx.Module):
         return self.act(y.astype(x.dtype))
 
 
+class LayerNorm(nnx.Module):
+    """PyTorch's LayerNorm over the last axis (biased variance, eps inside the square root), with affine
+    `weight`/`bias`. Computed in at least float32 (bf16 inputs are promoted, float64 kept) and returned in the
+    input's dtype. timm's ViTs use eps 1e-6, its CLIP towers PyTorch's default 1e-5."""
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5):
+        self.weight = nnx.Param(jnp.ones((num_features,)))
+        self.bias = nnx.Param(jnp.zeros((num_features,)))
+        self.eps = eps
+
+    def __call__(self, x: Array) -> Array:
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        mean = jnp.mean(xf, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.eps) * self.weight[...] + self.bias[...]
+        return y.astype(x.dtype)
+
+
 class SqueezeExcite(nnx.Module):
     """timm's SqueezeExcite: global mean, 1x1 reduce (+bias), act, 1x1 expand (+bias), gate, rescale."""
 

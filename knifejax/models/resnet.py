@@ -1,6 +1,9 @@
 """ResNet-18/34/50 as timm (torchvision layout): attribute paths `conv1`, `bn1`, `layer<1-4>.<i>.conv1`,
 `layer<i>.<j>.downsample.0/1`, `fc`. Convolutions use PyTorch's symmetric padding — flax's 'SAME'
 differs for strided layers and would not reproduce torchvision/timm weights.
+
+`ResNet` takes the block class (and `block_args` for it) as timm's does, so families that are timm's ResNet
+with another block (SKResNet, `knifejax.models.skresnet`) reuse the stem, stages and head.
 """
 
 from __future__ import annotations
@@ -83,9 +86,11 @@ class Bottleneck(nnx.Module):
 
 
 class ResNet(nnx.Module):
+    grad_cam_layer = "layer4"  # the last stage's output (pytorch-grad-cam's `layer4[-1]`; see knifejax.explain)
+
     def __init__(
         self,
-        block: type[BasicBlock] | type[Bottleneck],
+        block: type[nnx.Module],
         layers: tuple[int, int, int, int],
         *,
         num_classes: int,
@@ -95,8 +100,11 @@ class ResNet(nnx.Module):
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
         zero_init_last: bool = True,
+        block_args: dict[str, Any] | None = None,
         rngs: nnx.Rngs,
     ):
+        """block: a class taking `(in_chs, planes, stride, drop_path_rate, *, rngs, **block_args)` with an
+        `expansion` attribute and a `zero_init_last()` method (BasicBlock, Bottleneck, SelectiveKernelBasic)."""
         if global_pool not in POOL_TYPES:
             raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
         self.pretrained_cfg = pretrained_cfg
@@ -112,7 +120,7 @@ class ResNet(nnx.Module):
             for j in range(depth):
                 stride = 2 if i > 0 and j == 0 else 1
                 dpr = drop_path_rate * index / (total - 1)
-                blocks.append(block(in_chs, planes, stride, dpr, rngs=rngs))
+                blocks.append(block(in_chs, planes, stride, dpr, rngs=rngs, **(block_args or {})))
                 in_chs = planes * block.expansion
                 index += 1
             setattr(self, f"layer{i + 1}", nnx.List(blocks))
@@ -120,9 +128,10 @@ class ResNet(nnx.Module):
             for i in range(1, 5):
                 for b in getattr(self, f"layer{i}"):
                     b.zero_init_last()
-        self.num_features = in_chs * pool_feat_mult(global_pool)
+        self.num_features = in_chs  # as timm: before pooling; head_hidden_size: pooled, the pre-logits width
+        self.head_hidden_size = in_chs * pool_feat_mult(global_pool)
         self.head_drop = nnx.Dropout(drop_rate, rngs=rngs) if drop_rate > 0 else None
-        self.fc = Linear(self.num_features, num_classes, rngs=rngs) if num_classes > 0 else None
+        self.fc = Linear(self.head_hidden_size, num_classes, rngs=rngs) if num_classes > 0 else None
 
     def stages(self) -> list[tuple[str, ...]]:
         """Module paths of the feature stages, input to output: the stem, then layer1..layer4.

@@ -17,6 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -59,6 +60,11 @@ def augment_config(cfg: TrainConfig, size: int) -> Augment | None:
     )
 
 
+def _no_weight_decay(model: nnx.Module) -> frozenset[str]:
+    """Parameter names the model exempts from weight decay, as timm's `model.no_weight_decay()`."""
+    return frozenset(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else frozenset()
+
+
 def build_optimizer(cfg: TrainConfig, model: nnx.Module, total_steps: int):
     frozen = frozen_prefixes(model, cfg.freeze_stages)
     return make_optimizer(
@@ -72,7 +78,7 @@ def build_optimizer(cfg: TrainConfig, model: nnx.Module, total_steps: int):
         momentum=cfg.momentum,
         nesterov=cfg.nesterov,
         weight_decay=cfg.weight_decay,
-        mask=None if cfg.decay_all else decay_mask_timm,
+        mask=None if cfg.decay_all else partial(decay_mask_timm, no_weight_decay=_no_weight_decay(model)),
         trainable=trainable_mask(frozen) if frozen else None,
     )
 

@@ -109,15 +109,31 @@ def make_schedule(
     return _with_warmup(main, learning_rate, warmup_steps) if warmup_steps else main
 
 
-def decay_mask_timm(params: PyTree) -> PyTree:
-    """timm's default weight-decay mask: decay (True) only arrays with ndim > 1, not biases or norm affine terms.
+def tree_path_name(path: tuple[Any, ...]) -> str:
+    """A pytree path as a dotted module path (`blocks.0.attn.qkv.weight`), the way timm names parameters; the
+    attribute keys of `nnx.Variable` leaves (`.value`) are not part of the name."""
+    parts = []
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            parts.append(str(key.idx))
+    return ".".join(parts)
+
+
+def decay_mask_timm(params: PyTree, no_weight_decay: frozenset[str] | set[str] = frozenset()) -> PyTree:
+    """timm's default weight-decay mask: decay (True) only arrays with ndim > 1, not biases or norm affine terms,
+    nor the parameters named in `no_weight_decay` (timm's `model.no_weight_decay()`, e.g. a ViT's `pos_embed` and
+    `cls_token`; `functools.partial(decay_mask_timm, no_weight_decay=...)` makes the function form).
 
     Works on any pytree of arrays, including an `nnx.State`; the result has the structure of its input.
     Prefer passing the function itself, `mask=decay_mask_timm`: optax then applies it to exactly the tree it
     is given. A precomputed mask must match that tree, and `nnx.Optimizer` initialises with a State of
     `nnx.Param`s but updates with plain arrays, so only the function form works there.
     """
-    return jax.tree.map(lambda x: jnp.ndim(x) > 1, params)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.ndim(x) > 1 and tree_path_name(path) not in no_weight_decay, params
+    )
 
 
 def _decay(weight_decay: float, mask: Mask | None) -> optax.GradientTransformation:

@@ -10,12 +10,12 @@ dataset would otherwise drift under frozen weights.
 
 from __future__ import annotations
 
-from typing import Any
 
 import jax
 from flax import nnx
 
 from knifejax.models.layers import BatchNorm2d
+from knifejax.train.optim import tree_path_name
 
 TRANSFER_MODES = ("scratch", "transfer", "finetune")
 
@@ -31,16 +31,6 @@ def frozen_prefixes(model: nnx.Module, freeze_stages: int) -> tuple[str, ...]:
     return tuple(path for stage in stages[:freeze_stages] for path in stage)
 
 
-def _path_string(path: tuple[Any, ...]) -> str:
-    parts = []
-    for key in path:
-        if isinstance(key, jax.tree_util.DictKey):
-            parts.append(str(key.key))
-        elif isinstance(key, jax.tree_util.SequenceKey):
-            parts.append(str(key.idx))
-    return ".".join(parts)
-
-
 def _under(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(path == p or path.startswith(p + ".") for p in prefixes)
 
@@ -49,7 +39,7 @@ def trainable_mask(prefixes: tuple[str, ...]):
     """A function params -> pytree of bools, False under any of `prefixes`, for `make_optimizer(trainable=)`."""
 
     def mask(params):
-        return jax.tree_util.tree_map_with_path(lambda path, _: not _under(_path_string(path), prefixes), params)
+        return jax.tree_util.tree_map_with_path(lambda path, _: not _under(tree_path_name(path), prefixes), params)
 
     return mask
 

@@ -11,12 +11,13 @@ import torch
 from flax import nnx
 
 from knifejax.reference import nchw, reference_pair
-from tests.parity.comparison import relative_error
+from tests.parity.comparison import channels_last, relative_error, size_kwargs
 
 TOLERANCE = 1e-4
 
 # (name, input height, input width): every family at 64 px and at sizes where 'SAME' padding is asymmetric
-# and PyTorch padding drops pixels (odd, non-square).
+# and PyTorch padding drops pixels (odd, non-square); ViTs are built for the size (`img_size`), and sizes that
+# are not multiples of the patch drop the remainder as timm's patch embedding does.
 CASES = [
     ("resnet18", 64, 64),
     ("resnet18", 57, 83),
@@ -27,6 +28,16 @@ CASES = [
     ("tf_efficientnet_b1", 64, 64),
     ("tf_efficientnet_b1", 67, 49),
     ("tf_efficientnet_lite0", 65, 71),
+    ("mobilenetv3_large_100", 64, 64),
+    ("mobilenetv3_small_100", 67, 49),
+    ("tf_mobilenetv3_large_100", 65, 71),
+    ("tf_mobilenetv3_small_100", 64, 64),
+    ("skresnet18", 64, 64),
+    ("skresnet34", 57, 83),
+    ("vit_tiny_patch16_224", 64, 64),
+    ("vit_small_patch32_384", 70, 41),
+    ("vit_small_patch8_224", 40, 48),
+    ("vit_base_patch16_clip_224", 48, 48),
 ]
 
 
@@ -38,7 +49,7 @@ def _outputs(model, x):
 
 @pytest.mark.parametrize("name,height,width", CASES)
 def test_eval_outputs_equal_timm(timm, name, height, width):
-    reference, model = reference_pair(timm, name, num_classes=10)
+    reference, model = reference_pair(timm, name, num_classes=10, **size_kwargs(name, height, width))
     reference.eval()
     model.eval()
     x = np.random.default_rng(0).standard_normal((2, height, width, 3), dtype=np.float32)
@@ -49,7 +60,7 @@ def test_eval_outputs_equal_timm(timm, name, height, width):
         t_logits = reference.forward_head(t_fmap)
     fmap, pre, logits = jax.device_get(_outputs(model, x))
 
-    assert fmap.shape == tuple(t_fmap.permute(0, 2, 3, 1).shape)
-    assert relative_error(fmap, t_fmap.permute(0, 2, 3, 1).numpy()) <= TOLERANCE
+    assert fmap.shape == channels_last(t_fmap).shape
+    assert relative_error(fmap, channels_last(t_fmap)) <= TOLERANCE
     assert relative_error(pre, t_pre.numpy()) <= TOLERANCE
     assert relative_error(logits, t_logits.numpy()) <= TOLERANCE

@@ -12,7 +12,7 @@ from flax import nnx
 import knifejax as kj
 from knifejax.weights import timm_state_dict
 from knifejax.reference import nchw, reference_pair
-from tests.parity.comparison import relative_error
+from tests.parity.comparison import relative_error, size_kwargs
 
 
 @pytest.mark.parametrize("name", kj.list_models())
@@ -24,14 +24,16 @@ def test_parameter_count_equals_timm(timm, name):
     assert ours == sum(p.numel() for p in reference.parameters())
 
 
-@pytest.mark.parametrize("name", ["resnet18", "tf_efficientnet_lite0"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "tf_efficientnet_lite0", "mobilenetv3_small_100", "skresnet18", "vit_tiny_patch16_224"]
+)
 def test_saved_weights_load_strictly_into_timm_with_equal_logits(timm, tmp_path, name):
-    model = kj.create_model(name, num_classes=7, seed=3)
+    model = kj.create_model(name, num_classes=7, seed=3, **size_kwargs(name, 48, 48))
     model.eval()
     path = tmp_path / "model.safetensors"
     kj.save_timm_weights(model, path)
 
-    reference = timm.create_model(name, num_classes=7)
+    reference = timm.create_model(name, num_classes=7, **size_kwargs(name, 48, 48))
     from safetensors.torch import load_file
 
     reference.load_state_dict(load_file(path), strict=True)
