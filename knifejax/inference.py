@@ -26,6 +26,8 @@ class Predictor:
 
     def __init__(self, model: nnx.Module, class_names: list[str], size: int, mean, std, batch_size: int = 32):
         model.eval()
+        self.model = model
+        self.mean, self.std = mean, std
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self.state = TrainState(params, rest, None, None)
         self.class_names = list(class_names)
