@@ -1,5 +1,7 @@
 """knifejax: fine-grained image classification in JAX with timm-equal Flax NNX models."""
 
+from knifejax.ensemble import Ensemble, StackerConfig, average_scores, build_ensemble, load_ensemble
+from knifejax.explain import grad_cam
 from knifejax.io import CheckpointError, read_state_dict
 from knifejax.metrics import map_at_k, top_k_accuracy
 from knifejax.models import create_model, get_pretrained_cfg, list_models, list_pretrained_tags
@@ -13,16 +15,22 @@ from knifejax.weights import WeightMismatchError, load_timm_weights, save_timm_w
 
 __all__ = [
     "CheckpointError",
+    "Ensemble",
     "PretrainedUnavailableError",
+    "StackerConfig",
     "TrainConfig",
     "WeightMismatchError",
+    "average_scores",
+    "build_ensemble",
     "create_model",
     "current_learning_rate",
     "decay_mask_timm",
     "fit",
     "get_pretrained_cfg",
+    "grad_cam",
     "list_models",
     "list_pretrained_tags",
+    "load_ensemble",
     "load_run",
     "load_timm_weights",
     "make_optimizer",

@@ -1,8 +1,10 @@
-"""`python -m knifejax train | evaluate | predict`.
+"""`python -m knifejax train | evaluate | predict | gradcam | ensemble`.
 
 train     trains a model into a run directory (the same command again resumes it)
 evaluate  prints MAP@1, MAP@5 and top-5 accuracy of a trained model on labelled data
 predict   writes the top-5 classes and probabilities of each image to a CSV
+gradcam   draws Grad-CAM maps of a trained model's predictions over the images, one PNG each and a grid
+ensemble  combines trained runs (score averaging or a stacked head) and prints members' and ensemble's MAP
 """
 
 from __future__ import annotations
@@ -24,6 +26,19 @@ EXAMPLES = """examples:
   python -m knifejax evaluate --run runs/lite0 --data synthetic --synthetic-classes 32
   python -m knifejax predict --run runs/lite0 photos/ --out predictions.csv
   python -m knifejax evaluate --model resnet18 --weights model.safetensors --data test.csv --root knives/
+  python -m knifejax gradcam --run runs/lite0 photos/ --out gradcam/
+  python -m knifejax gradcam --run runs/b0 --data test.csv --root knives/ --select failed --limit 16
+  python -m knifejax ensemble --run runs/lite0 --run runs/r18 --method stacked --out ensembles/two --data synthetic
+"""
+
+ENSEMBLE_EXAMPLES = """examples:
+  # the mean of two runs' probabilities, on the synthetic test images
+  python -m knifejax ensemble --run runs/lite0 --run runs/r18 --data synthetic
+  # a stacked head over both runs' penultimate features, fit on their validation images, saved
+  python -m knifejax ensemble --run runs/lite0 --run runs/r18 --method stacked --out ensembles/two \\
+      --data test.csv --root knives/
+  # the same ensemble again, on other images
+  python -m knifejax ensemble --load ensembles/two --data more_test.csv --root knives/
 """
 
 
@@ -104,26 +119,9 @@ def _predictor(args: argparse.Namespace):
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from knifejax.data.cache import decode_source
-    from knifejax.data.open import open_source
-    from knifejax.data.sources import ImageFolderSource
-    from knifejax.data.validate import validate
-    from knifejax.inference import align_folder_labels
-
     predictor = _predictor(args)
-    source = open_source(
-        args.data,
-        split="test",
-        root=args.root,
-        classes_file=args.classes_file,
-        synthetic_classes=args.synthetic_classes,
-        synthetic_per_class=args.synthetic_per_class,
-        synthetic_size=predictor.size,
-    )
-    if isinstance(source, ImageFolderSource):
-        source = align_folder_labels(source, predictor.class_names)
-    validate(source, len(predictor.class_names))
-    metrics = predictor.evaluate(decode_source(source, predictor.size, cache_dir=None))
+    source, data = _open_labelled(args, predictor)
+    metrics = predictor.evaluate(data)
     print(f"{len(source)} images from {args.data}")
     print(f"MAP@1  {metrics['map@1']:.4f}\nMAP@5  {metrics['map@5']:.4f}\nacc@5  {metrics['acc@5']:.4f}")
     print(f"loss   {metrics['loss']:.4f}")
@@ -146,6 +144,119 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     print(f"wrote the top-{top.shape[1]} classes of {len(files)} images to {out}")
 
 
+def _open_labelled(args: argparse.Namespace, predictor):
+    """The labelled data of `--data`, decoded at the model's size, its folders matched to the model's classes."""
+    from knifejax.data.cache import decode_source
+    from knifejax.data.open import open_source
+    from knifejax.data.sources import ImageFolderSource
+    from knifejax.data.validate import validate
+    from knifejax.inference import align_folder_labels
+
+    source = open_source(
+        args.data,
+        split="test",
+        root=args.root,
+        classes_file=args.classes_file,
+        synthetic_classes=args.synthetic_classes,
+        synthetic_per_class=args.synthetic_per_class,
+        synthetic_size=predictor.size,
+    )
+    if isinstance(source, ImageFolderSource):
+        source = align_folder_labels(source, predictor.class_names)
+    validate(source, len(predictor.class_names))
+    return source, decode_source(source, predictor.size, cache_dir=None)
+
+
+def _cmd_gradcam(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from knifejax.explain.batch import explain_images, write_explanations
+    from knifejax.inference import image_files
+
+    if bool(args.images) == bool(args.data):
+        raise SystemExit("give image files or folders, or labelled data with --data (then --select can pick "
+                         "correct or failed predictions)")
+    predictor = _predictor(args)
+    if args.images:
+        files = image_files(args.images)
+        data = predictor.load_images(files)
+        names = [f"{i:04d}_{path.stem}" for i, path in enumerate(files)]
+        labels = None
+    else:
+        _, data = _open_labelled(args, predictor)
+        names, labels = None, data.labels
+    explained = explain_images(
+        predictor.model, np.asarray(data.images), predictor.mean, predictor.std, labels,
+        layer=args.layer, batch_size=args.batch_size,
+    )
+    layer = args.layer or predictor.model.grad_cam_layer
+    written = write_explanations(
+        explained, predictor.class_names, args.out, names=names, which=args.select, limit=args.limit,
+        title=f"Grad-CAM at {layer}, {args.select} predictions",
+    )
+    print(f"wrote {len(written) - 1} overlays and {written[-1]} ({args.select} predictions, layer {layer})")
+
+
+def _ensemble_data(args: argparse.Namespace):
+    from knifejax.ensemble import DataSpec
+
+    if args.data is None:
+        return "test"  # the members' --test-data; an error says to give --data when they have none
+    return DataSpec(args.data, args.root, args.classes_file, args.synthetic_classes, args.synthetic_per_class)
+
+
+def _stacker_config(args: argparse.Namespace):
+    from knifejax.ensemble import StackerConfig
+
+    names = ("hidden", "depth", "dropout", "weight_decay", "epochs", "lr", "seed")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.stacker_batch_size is not None:
+        given["batch_size"] = args.stacker_batch_size
+    return StackerConfig(**given)
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> None:
+    from knifejax.data.errors import DataError
+    from knifejax.ensemble import EnsembleError, build_ensemble, load_ensemble
+
+    if (args.run is None) == (args.load is None):
+        raise SystemExit("give the members with --run DIR (once per run), or a saved ensemble with --load DIR")
+    try:
+        if args.load is not None:
+            ensemble = load_ensemble(args.load, batch_size=args.batch_size)
+        else:
+            stacked = args.method == "stacked"
+            ensemble = build_ensemble(
+                args.run,
+                args.method,
+                weights=args.weights,
+                which=args.which,
+                stacker=_stacker_config(args) if stacked else None,
+                fit_on=args.fit_on,
+                out=args.out,
+                batch_size=args.batch_size,
+            )
+        report = ensemble.report(_ensemble_data(args))
+    except (EnsembleError, DataError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if ensemble.method == "stacked" and args.data is not None:
+        fit_on = ensemble.fit_info.get("fit_on")
+        if fit_on == "val" and any(m.config.val_data == args.data for m in ensemble.members):
+            print(f"warning: the stacked head was fit on the members' --val-data, which is {args.data}, the "
+                  "data evaluated here: this score is optimistic; evaluate on images neither members nor head saw")
+    rows = [(f"{m['run']} ({m['model']}, {m['size']}px)", m) for m in report["members"]]
+    method = report["ensemble"]["method"]
+    weights = "" if ensemble.weights is None else ", weights " + " ".join(f"{w:.3g}" for w in ensemble.weights)
+    rows.append((f"ensemble: {method}{weights}", report["ensemble"]))
+    width = max(len(name) for name, _ in rows)
+    print(f"{len(ensemble.members)} members on {report['data']}")
+    print(f"{'':<{width}}   MAP@1   MAP@5   acc@5")
+    for name, m in rows:
+        print(f"{name:<{width}}  {m['map@1']:.4f}  {m['map@5']:.4f}  {m['acc@5']:.4f}")
+    if args.out is not None and args.load is None:
+        print(f"saved the ensemble to {args.out} (python -m knifejax ensemble --load {args.out} ... uses it again)")
+
+
 def _add_trained_model_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the trained model: --run DIR, or --model NAME --weights FILE")
     group.add_argument("--run", help="run directory written by `train`")
@@ -165,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,evaluate,predict,gradcam,ensemble}"
+    )
 
     train = commands.add_parser(
         "train",
@@ -196,7 +309,88 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
     predict.set_defaults(func=_cmd_predict)
+
+    gradcam = commands.add_parser(
+        "gradcam",
+        help="Grad-CAM overlays of a model's predictions: one PNG per image and a grid",
+        description="Draw what a trained model looks at: the Grad-CAM map of its predicted class over each image "
+        "(pytorch-grad-cam's GradCAM, computed with jax.grad), one PNG per image and grid.png with the true and "
+        "predicted classes. Give image files or folders, or labelled data with --data to pick correct or "
+        "failed predictions (the most confident first).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_trained_model_flags(gradcam)
+    gradcam.add_argument("images", nargs="*", help="image files or folders (or use --data)")
+    gradcam.add_argument("--data", help=f"labelled data instead of images: {SPEC_HELP}")
+    gradcam.add_argument("--root", help="folder the CSV paths are relative to")
+    gradcam.add_argument("--synthetic-classes", type=int, default=192)
+    gradcam.add_argument("--synthetic-per-class", type=int, default=40, help="(test split: a quarter of it)")
+    gradcam.add_argument("--select", choices=("all", "correct", "failed"), default="all",
+                         help="which predictions to draw; correct/failed need --data (default: all)")
+    gradcam.add_argument("--limit", type=int, help="draw at most this many images (default: all selected)")
+    gradcam.add_argument("--layer", help="timm module path of the layer (default: the model's, e.g. layer4, bn2, "
+                         "blocks, blocks.11.norm1; see docs/explain.md)")
+    gradcam.add_argument("--out", default="gradcam", help="folder for the PNGs (default: gradcam)")
+    gradcam.set_defaults(func=_cmd_gradcam)
+
+    _add_ensemble_parser(commands)
     return parser
+
+
+def _add_ensemble_parser(commands) -> None:
+    ensemble = commands.add_parser(
+        "ensemble",
+        help="combine trained runs (score averaging or a stacked head) and evaluate them",
+        description="Combine trained runs and print each member's MAP@1/MAP@5/acc@5, then the ensemble's. "
+        "'average' takes the mean of the members' probabilities (the study's score averaging), 'geometric' the "
+        "mean of their log-probabilities; 'stacked' fits a small network on the members' penultimate features "
+        "of images none of them trained on (their validation split; --fit-on train is the study's choice). "
+        "Members may differ in model, image size and normalisation: each scores images its own way. With "
+        "--out the ensemble is saved and the members' features are cached there, so running the command again "
+        "does not recompute them.",
+        epilog=ENSEMBLE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    members = ensemble.add_argument_group("members")
+    members.add_argument("--run", action="append", metavar="DIR", help="a run directory written by `train`; repeat "
+                         "--run for each member (their class names must agree)")  # fmt: skip
+    members.add_argument("--which", choices=("best", "latest"), default="best",
+                         help="checkpoint of every run (default: best)")  # fmt: skip
+    members.add_argument("--method", choices=("average", "geometric", "stacked"), default="average",
+                         help="how to combine the members (default: average)")  # fmt: skip
+    members.add_argument("--weights", type=float, nargs="+", metavar="W",
+                         help="one weight per --run for average/geometric (default: equal)")  # fmt: skip
+    members.add_argument("--out", metavar="DIR", help="save the ensemble here (ensemble.json, the stacked head, the "
+                         "feature cache); default: nothing is written")  # fmt: skip
+    members.add_argument("--load", metavar="DIR", help="evaluate an ensemble saved with --out instead of building one")
+    members.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+
+    from knifejax.ensemble.stacking import StackerConfig
+
+    default = StackerConfig()
+    head = ensemble.add_argument_group("the stacked head (--method stacked)")
+    head.add_argument("--fit-on", choices=("val", "train"), default="val",
+                      help="fit it on the members' validation images, held out from all of them (default), or on "
+                      "their training images as the study did")  # fmt: skip
+    head.add_argument("--depth", type=int, help=f"hidden layers; 0 is logistic regression (default: {default.depth})")
+    head.add_argument("--hidden", type=int, help=f"width of each hidden layer (default: {default.hidden})")
+    head.add_argument("--dropout", type=float, help=f"dropout before every layer (default: {default.dropout})")
+    head.add_argument("--weight-decay", type=float, help=f"AdamW decay of kernels (default: {default.weight_decay})")
+    head.add_argument("--epochs", type=int, help=f"passes over the fitting images (default: {default.epochs})")
+    head.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {default.lr})")
+    head.add_argument("--stacker-batch-size", type=int, help="minibatch size (default: all images at once)")
+    head.add_argument("--seed", type=int, help=f"seed of init, dropout and batch order (default: {default.seed})")
+
+    data = ensemble.add_argument_group("evaluation data (default: the members' --test-data)")
+    data.add_argument("--data", help=SPEC_HELP)
+    data.add_argument("--root", help="folder the CSV paths are relative to")
+    data.add_argument("--classes-file", help="text file naming class i on line i")
+    data.add_argument("--synthetic-classes", type=int, help="synthetic knives: classes (default: the members')")
+    data.add_argument("--synthetic-per-class", type=int,
+                      help="synthetic knives: training images per class; the test split gets a quarter (default: the "
+                      "members')")  # fmt: skip
+    ensemble.set_defaults(func=_cmd_ensemble)
 
 
 def main(argv: list[str] | None = None) -> None:
