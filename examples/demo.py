@@ -20,7 +20,10 @@ import knifejax as kj
 from knifejax.reference import import_timm, nchw, reference_pair
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera")
-PARITY_MODELS = (("resnet18", 224), ("efficientnet_b0", 224), ("tf_efficientnet_b0", 225), ("tf_efficientnet_lite0", 224))
+PARITY_MODELS = (
+    ("resnet18", 224), ("efficientnet_b0", 224), ("tf_efficientnet_b0", 225), ("tf_efficientnet_lite0", 224),
+    ("mobilenetv3_large_100", 224), ("skresnet18", 224), ("vit_small_patch16_224", 224),
+)
 
 
 def median_ms(fn, repeats: int = 5) -> float:

@@ -21,8 +21,8 @@ def _arrays(source, cfg):
 def test_short_finetune_beats_chance_on_synthetic_knives():
     with pytest.warns(UserWarning, match="fresh initialisation"):  # ImageNet head dropped for 16 classes
         model = kj.create_model("tf_efficientnet_lite0", pretrained=True, num_classes=CLASSES, seed=0)
-    train_x, train_y = _arrays(SyntheticKnives(CLASSES, images_per_class=16, size=64, split="train"), model.pretrained_cfg)
-    test_x, test_y = _arrays(SyntheticKnives(CLASSES, images_per_class=6, size=64, split="test"), model.pretrained_cfg)
+    train_x, train_y = _arrays(SyntheticKnives(CLASSES, images_per_class=16, size=48, split="train"), model.pretrained_cfg)
+    test_x, test_y = _arrays(SyntheticKnives(CLASSES, images_per_class=6, size=48, split="test"), model.pretrained_cfg)
 
     optimizer = optax.adam(1e-3)
     graphdef, state = init_state(model, optimizer)
