@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from knifejax.models import init
+
 Array = jax.Array
 
 
@@ -93,8 +95,8 @@ class Conv2d(nnx.Module):
             raise ValueError(f"channels {in_chs}->{out_chs} are not divisible by groups={groups}")
         fan_out = kernel_size * kernel_size * out_chs // groups
         shape = (kernel_size, kernel_size, in_chs // groups, out_chs)
-        self.weight = nnx.Param(jax.random.normal(rngs.params(), shape) * math.sqrt(2.0 / fan_out))
-        self.bias = nnx.Param(jnp.zeros((out_chs,))) if bias else None
+        self.weight = nnx.Param(init.normal(rngs, shape, math.sqrt(2.0 / fan_out)))
+        self.bias = nnx.Param(init.constant((out_chs,), 0.0)) if bias else None
         self.stride = stride
         self.dilation = dilation
         self.groups = groups
@@ -131,10 +133,10 @@ class Linear(nnx.Module):
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, rngs: nnx.Rngs):
         bound = 1.0 / math.sqrt(in_features)
         self.weight = nnx.Param(
-            jax.random.uniform(rngs.params(), (in_features, out_features), minval=-bound, maxval=bound)
+            init.uniform(rngs, (in_features, out_features), bound)
         )
         self.bias = (
-            nnx.Param(jax.random.uniform(rngs.params(), (out_features,), minval=-bound, maxval=bound))
+            nnx.Param(init.uniform(rngs, (out_features,), bound))
             if bias
             else None
         )
@@ -156,10 +158,10 @@ class BatchNorm2d(nnx.Module):
     """
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, act: str = "identity"):
-        self.weight = nnx.Param(jnp.ones((num_features,)))
-        self.bias = nnx.Param(jnp.zeros((num_features,)))
-        self.running_mean = nnx.BatchStat(jnp.zeros((num_features,)))
-        self.running_var = nnx.BatchStat(jnp.ones((num_features,)))
+        self.weight = nnx.Param(init.constant((num_features,), 1.0))
+        self.bias = nnx.Param(init.constant((num_features,), 0.0))
+        self.running_mean = nnx.BatchStat(init.constant((num_features,), 0.0))
+        self.running_var = nnx.BatchStat(init.constant((num_features,), 1.0))
         self.eps = eps
         self.momentum = momentum
         self.act = get_activation(act)
@@ -189,8 +191,8 @@ class LayerNorm(nnx.Module):
     input's dtype. timm's ViTs use eps 1e-6, its CLIP towers PyTorch's default 1e-5."""
 
     def __init__(self, num_features: int, *, eps: float = 1e-5):
-        self.weight = nnx.Param(jnp.ones((num_features,)))
-        self.bias = nnx.Param(jnp.zeros((num_features,)))
+        self.weight = nnx.Param(init.constant((num_features,), 1.0))
+        self.bias = nnx.Param(init.constant((num_features,), 0.0))
         self.eps = eps
 
     def __call__(self, x: Array) -> Array:

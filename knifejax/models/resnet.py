@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from knifejax.models import init
 from knifejax.models.layers import POOL_TYPES, BatchNorm2d, Conv2d, DropPath, Linear, head_forward, pool_feat_mult
 from knifejax.models.registry import register_model
 
@@ -51,7 +52,7 @@ class BasicBlock(nnx.Module):
         self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
 
     def zero_init_last(self) -> None:
-        self.bn2.weight[...] = jnp.zeros_like(self.bn2.weight[...])
+        self.bn2.weight[...] = init.constant(self.bn2.weight.shape, 0.0)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.bn2(self.conv2(self.bn1(self.conv1(x))))
@@ -75,7 +76,7 @@ class Bottleneck(nnx.Module):
         self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
 
     def zero_init_last(self) -> None:
-        self.bn3.weight[...] = jnp.zeros_like(self.bn3.weight[...])
+        self.bn3.weight[...] = init.constant(self.bn3.weight.shape, 0.0)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.bn2(self.conv2(self.bn1(self.conv1(x))))

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from knifejax.models import init
 from knifejax.models.layers import BatchNorm2d, Conv2d, DropPath, make_divisible
 from knifejax.models.registry import register_model
 from knifejax.models.resnet import ResNet, _downsample, _shortcut
@@ -135,7 +136,7 @@ class SelectiveKernelBasic(nnx.Module):
         self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
 
     def zero_init_last(self) -> None:
-        self.conv2.bn.weight[...] = jnp.zeros_like(self.conv2.bn.weight[...])
+        self.conv2.bn.weight[...] = init.constant(self.conv2.bn.weight.shape, 0.0)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.conv2(self.conv1(x))

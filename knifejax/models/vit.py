@@ -14,7 +14,6 @@ checkpoint made for another size resamples them as timm does (`adapt_timm_state`
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from knifejax.models import init
 from knifejax.models.layers import Conv2d, DropPath, LayerNorm, Linear, gelu
 from knifejax.models.pos_embed import resample_abs_pos_embed, resample_patch_embed
 from knifejax.models.registry import register_model
@@ -29,19 +29,12 @@ from knifejax.models.registry import register_model
 GLOBAL_POOLS = ("token", "avg", "avgmax", "max", "")
 
 
-@partial(jax.jit, static_argnums=(1, 2))
-def _trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
-    """timm's `trunc_normal_(std=std)`: a normal cut at ±2 (absolute, so ±2/std standard deviations).
-    Jitted: one compiled program per shape instead of one per operation, for quicker model creation."""
-    return jax.random.truncated_normal(key, -2.0 / std, 2.0 / std, shape) * std
-
-
 class ViTLinear(Linear):
     """`Linear` with timm's ViT init: weight trunc-normal std .02, bias zero."""
 
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
-        self.weight = nnx.Param(_trunc_normal(rngs.params(), (in_features, out_features), 0.02))
-        self.bias = nnx.Param(jnp.zeros((out_features,)))
+        self.weight = nnx.Param(init.trunc_normal(rngs, (in_features, out_features), 0.02))
+        self.bias = nnx.Param(init.constant((out_features,), 0.0))
 
 
 class PatchEmbed(nnx.Module):
@@ -159,8 +152,8 @@ class VisionTransformer(nnx.Module):
         self.patch_embed = PatchEmbed(self.img_size, patch_size, in_chans, embed_dim, bias=not pre_norm, rngs=rngs)
         self.grid_size = self.patch_embed.grid_size
         num_patches = self.patch_embed.num_patches
-        self.cls_token = nnx.Param(jax.random.normal(rngs.params(), (1, 1, embed_dim)) * 1e-6)
-        self.pos_embed = nnx.Param(_trunc_normal(rngs.params(), (1, 1 + num_patches, embed_dim), 0.02))
+        self.cls_token = nnx.Param(init.normal(rngs, (1, 1, embed_dim), 1e-6))
+        self.pos_embed = nnx.Param(init.trunc_normal(rngs, (1, 1 + num_patches, embed_dim), 0.02))
         self.norm_pre = LayerNorm(embed_dim, eps=norm_eps) if pre_norm else None
         rates = [drop_path_rate * i / (depth - 1) for i in range(depth)] if depth > 1 else [0.0] * depth
         self.blocks = nnx.List(
