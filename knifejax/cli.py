@@ -216,29 +216,25 @@ def _stacker_config(args: argparse.Namespace):
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> None:
-    from knifejax.data.errors import DataError
-    from knifejax.ensemble import EnsembleError, build_ensemble, load_ensemble
+    from knifejax.ensemble import build_ensemble, load_ensemble
 
     if (args.run is None) == (args.load is None):
         raise SystemExit("give the members with --run DIR (once per run), or a saved ensemble with --load DIR")
-    try:
-        if args.load is not None:
-            ensemble = load_ensemble(args.load, batch_size=args.batch_size)
-        else:
-            stacked = args.method == "stacked"
-            ensemble = build_ensemble(
-                args.run,
-                args.method,
-                weights=args.weights,
-                which=args.which,
-                stacker=_stacker_config(args) if stacked else None,
-                fit_on=args.fit_on,
-                out=args.out,
-                batch_size=args.batch_size,
-            )
-        report = ensemble.report(_ensemble_data(args))
-    except (EnsembleError, DataError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from None
+    if args.load is not None:
+        ensemble = load_ensemble(args.load, batch_size=args.batch_size)
+    else:
+        stacked = args.method == "stacked"
+        ensemble = build_ensemble(
+            args.run,
+            args.method,
+            weights=args.weights,
+            which=args.which,
+            stacker=_stacker_config(args) if stacked else None,
+            fit_on=args.fit_on,
+            out=args.out,
+            batch_size=args.batch_size,
+        )
+    report = ensemble.report(_ensemble_data(args))
     if ensemble.method == "stacked" and args.data is not None:
         fit_on = ensemble.fit_info.get("fit_on")
         if fit_on == "val" and any(m.config.val_data == args.data for m in ensemble.members):
@@ -395,7 +391,20 @@ def _add_ensemble_parser(commands) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    from knifejax.data.errors import DataError
+    from knifejax.ensemble.members import EnsembleError
+    from knifejax.io.errors import CheckpointError
+    from knifejax.models.pretrained import PretrainedUnavailableError
+    from knifejax.train.loop import NonFiniteLossError
+
+    # These errors say what is wrong and what to do: the message is the answer, a traceback is noise.
+    user_errors = (
+        DataError, CheckpointError, EnsembleError, PretrainedUnavailableError, NonFiniteLossError, FileNotFoundError
+    )
+    try:
+        args.func(args)
+    except user_errors as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":
