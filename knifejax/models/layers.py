@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from knifejax.models import init
+from knifejax.models.depthwise import depthwise_conv, explicit_pads
 
 Array = jax.Array
 
@@ -111,18 +112,34 @@ class Conv2d(nnx.Module):
             raise ValueError(f"padding must be '', 'same' or an int, got {padding!r}")
 
     def __call__(self, x: Array) -> Array:
-        y = jax.lax.conv_general_dilated(
+        kernel = self.weight[...].astype(x.dtype)
+        if self._depthwise_as_slices():
+            k = kernel.shape[0]
+            pads = explicit_pads(self.padding, x.shape[1:3], (k, k), self.stride)
+            y = depthwise_conv(x, kernel[:, :, 0, :], self.stride, pads)
+        else:
+            y = self._lax_conv(x, kernel)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(y.dtype)
+        return y
+
+    def _depthwise_as_slices(self) -> bool:
+        """Depthwise, undilated, on CPU: XLA:CPU's grouped convolution is 4-16x slower there than shifted
+        slice-sums, forward and backward (`knifejax.models.depthwise`, docs/performance.md). GPUs keep XLA's
+        convolution (cuDNN), which is not measured to lose."""
+        depthwise = self.groups > 1 and self.groups == self.weight.shape[3] and self.weight.shape[2] == 1
+        return depthwise and self.dilation == 1 and jax.default_backend() == "cpu"
+
+    def _lax_conv(self, x: Array, kernel: Array) -> Array:
+        return jax.lax.conv_general_dilated(
             x,
-            self.weight[...].astype(x.dtype),
+            kernel,
             window_strides=(self.stride, self.stride),
             padding=self.padding,
             rhs_dilation=(self.dilation, self.dilation),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=self.groups,
         )
-        if self.bias is not None:
-            y = y + self.bias[...].astype(y.dtype)
-        return y
 
 
 class Linear(nnx.Module):
