@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from knifejax.models import init
+from knifejax.models.batch_norm import batch_norm_train
 from knifejax.models.depthwise import depthwise_conv, explicit_pads
 
 Array = jax.Array
@@ -171,7 +172,8 @@ class BatchNorm2d(nnx.Module):
 
     Train mode normalises with the biased batch variance and updates the running statistics as
     `running = (1 - momentum) * running + momentum * batch`, the variance unbiased (n / (n - 1)), exactly
-    as torch. Statistics are computed in at least float32 (bf16 inputs are promoted, float64 kept).
+    as torch. Statistics are computed in at least float32 (bf16 inputs are promoted, float64 kept). The train
+    path has a one-pass backward (`knifejax.models.batch_norm`).
     """
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, act: str = "identity"):
@@ -187,18 +189,15 @@ class BatchNorm2d(nnx.Module):
     def __call__(self, x: Array) -> Array:
         xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         if self.use_running_average:
-            mean, var = self.running_mean[...], self.running_var[...]
+            scale = self.weight[...] * jax.lax.rsqrt(self.running_var[...] + self.eps)
+            y = (xf - self.running_mean[...]) * scale + self.bias[...]
         else:
-            axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(xf, axis=axes)
-            var = jnp.mean(jnp.square(xf - mean), axis=axes)
+            y, mean, var = batch_norm_train(xf, self.weight[...], self.bias[...], self.eps)
             n = x.size // x.shape[-1]
             m = self.momentum
             self.running_mean[...] = (1 - m) * self.running_mean[...] + m * jax.lax.stop_gradient(mean)
             unbiased = jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
             self.running_var[...] = (1 - m) * self.running_var[...] + m * unbiased
-        scale = self.weight[...] * jax.lax.rsqrt(var + self.eps)
-        y = (xf - mean) * scale + self.bias[...]
         return self.act(y.astype(x.dtype))
 
 
