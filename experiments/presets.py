@@ -1,0 +1,118 @@
+"""The three scales an experiment runs at: `smoke` (seconds), `quick` (minutes, CPU), `study` (the study's).
+
+A preset is the base TrainConfig every setting of an experiment starts from, plus the batch sizes a batch
+sweep tries. Settings then override a few fields (the learning rate, the schedule, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from knifejax.train.config import TrainConfig
+
+# The study's values (DESIGN section 1): its learning-rate sweep and batch sizes.
+STUDY_LEARNING_RATES = (1e-2, 1e-3, 5e-4, 1e-4, 1e-5)
+STUDY_BATCH_SIZES = (16, 32, 64)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str  # one line for --help
+    fields: dict  # TrainConfig fields every run starts from
+    batch_sizes: tuple[int, ...]  # what a batch-size sweep tries; fields["batch_size"] is one of them
+    study_recipe: bool = False  # start from TrainConfig.study() rather than TrainConfig()
+    notes: tuple[str, ...] = field(default=())  # what this scale changes from the study, for the table
+
+    def config(self, **overrides) -> TrainConfig:
+        values = {**self.fields, **overrides}
+        return TrainConfig.study(**values) if self.study_recipe else TrainConfig(**values)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "smoke": Preset(
+        name="smoke",
+        summary="seconds: 4 synthetic classes at 32 px, 2 short epochs of ResNet-18 from scratch (checks the pipeline)",
+        fields=dict(
+            model="resnet18", pretrained=None, data="synthetic", val_data="synthetic", test_data="synthetic",
+            synthetic_classes=4, synthetic_per_class=8, image_size=32, epochs=2, batch_size=8,
+            optimizer="adam", lr=1e-3, schedule="cosine",
+        ),  # fmt: skip
+        batch_sizes=(4, 8, 16),
+        notes=("smoke scale: the numbers mean nothing; it only shows every step of the experiment runs.",),
+    ),
+    "quick": Preset(
+        name="quick",
+        summary="minutes on a 2-core CPU: 16 synthetic knife classes at 64 px, EfficientNet-Lite0 from its "
+        "ImageNet weights, 5 epochs",
+        fields=dict(
+            model="tf_efficientnet_lite0", pretrained="default", data="synthetic", val_data="synthetic",
+            test_data="synthetic", synthetic_classes=16, synthetic_per_class=24, image_size=64, epochs=5,
+            batch_size=16, optimizer="adam", lr=1e-3, schedule="cosine",
+        ),  # fmt: skip
+        batch_sizes=STUDY_BATCH_SIZES,
+        notes=(
+            "quick scale: EfficientNet-Lite0 (the only ImageNet weights available offline) instead of B0, "
+            "the embedded synthetic knives instead of the study's photos, small images and few epochs so that "
+            "a whole experiment runs in minutes on a 2-core CPU; batch 16 by default (the study's smallest) for "
+            "more updates per epoch.",
+            "base learning rate 1e-3 (the study's is 1e-4): in this preset's 120 steps Lite0 barely moves at 1e-4 "
+            "(see the quick sweep_lr), so the experiments that keep the rate fixed compare at a rate where training "
+            "gets somewhere.",
+            "normalisation: Lite0's own (mean = std = 0.5, what its weights were trained with); the study used "
+            "ImageNet mean/std with B0.",
+        ),
+    ),
+    "study": Preset(
+        name="study",
+        summary="the study: tf_efficientnet_b0 from ImageNet weights, 224 px, 20 epochs, batch 32, Adam 1e-4 "
+        "with per-step cosine, ImageNet mean/std (hours on a GPU)",
+        fields=dict(model="tf_efficientnet_b0", pretrained="default"),
+        batch_sizes=STUDY_BATCH_SIZES,
+        study_recipe=True,
+    ),
+}
+
+
+def describe(preset: Preset, cfg: TrainConfig) -> str:
+    """One paragraph saying what data, size, model and recipe the runs of `preset` used (`cfg`: any of them)."""
+    if cfg.data == "synthetic":
+        per_eval = max(2, cfg.synthetic_per_class // 4)
+        data = (
+            f"the embedded synthetic knives, {cfg.synthetic_classes} classes (the first {cfg.synthetic_classes} "
+            f"of 192), {cfg.synthetic_per_class} training images per class"
+        )
+        if cfg.val_data == "synthetic":
+            data += f", a separate validation set of {per_eval} per class"
+        if cfg.test_data == "synthetic":
+            data += f" and a test set of {per_eval} per class"
+    else:
+        data = f"`{cfg.data}`" + (f" (root `{cfg.root}`)" if cfg.root else "")
+    if cfg.val_data is None:
+        val = f"validation: a stratified {cfg.val_fraction:.0%} of the training data"
+    elif cfg.val_data == "synthetic":
+        val = "validation every epoch on the synthetic validation set"
+    else:
+        val = f"validation every epoch on `{cfg.val_data}`"
+    test = "test: none" if cfg.test_data is None else "test once at the end (final model)"
+    start = "from ImageNet weights" if cfg.pretrained else "from scratch"
+    if cfg.pretrained not in (None, "default"):
+        start += f" (`{cfg.pretrained}`)"
+    norm = "the model's" if cfg.norm == "model" else "ImageNet"
+    return (
+        f"Preset **{preset.name}**: {data}; {val}; {test}. {cfg.model} {start}, {cfg.image_size or 'model-size'} px, "
+        f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {format_lr(cfg.lr)} with a per-step "
+        f"{cfg.schedule} schedule unless the setting says otherwise, {'augmented' if cfg.augment else 'no augmentation'} "
+        f"(the study's transforms), {norm} normalisation, {cfg.precision}."
+    )
+
+
+def format_lr(lr: float) -> str:
+    """1e-2 -> '1e-2', 5e-4 -> '5e-4', 0.0003 -> '3e-4' (as the study writes rates)."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"

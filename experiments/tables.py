@@ -1,0 +1,125 @@
+"""The markdown table of an experiment: one row per setting, mean ± std over seeds, the preset stated."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    value: Callable[[dict], float | None]  # one run's result -> number (None: not available)
+    fmt: Callable[[float], str] = "{:.3f}".format
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)} min {secs:04.1f} s" if minutes >= 1 else f"{secs:.1f} s"
+
+
+def _last(key: str) -> Callable[[dict], float | None]:
+    return lambda run: run["history"][-1].get(key) if run["history"] else None
+
+
+def _test(key: str) -> Callable[[dict], float | None]:
+    return lambda run: run["test"][key] if run.get("test") else None
+
+
+def _best_val_map5(run: dict) -> float | None:
+    return max((h["val_map@5"] for h in run["history"]), default=None)
+
+
+def _train_images_per_s(run: dict) -> float | None:
+    """Training throughput over the epochs after the first (whose time includes compiling the step)."""
+    epochs = run["history"][1:] or run["history"]
+    seconds = sum(h["train_seconds"] for h in epochs)
+    images = sum(h["images_per_s"] * h["train_seconds"] for h in epochs)
+    return images / seconds if seconds else None
+
+
+TRAIN_LOSS = Column("final train loss", _last("train_loss"), "{:.4f}".format)
+VAL_LOSS = Column("final val loss", _last("val_loss"), "{:.4f}".format)
+VAL_MAP5 = Column("final val MAP@5", _last("val_map@5"))
+BEST_VAL_MAP5 = Column("best val MAP@5", _best_val_map5)
+TEST_MAP5 = Column("test MAP@5", _test("map@5"))
+TEST_MAP1 = Column("test MAP@1", _test("map@1"))
+WALL = Column("wall time per run", lambda run: run["wall_seconds"], _duration)
+IMAGES_PER_S = Column("train img/s (epochs 2+)", _train_images_per_s, "{:.1f}".format)
+DEFAULT_COLUMNS = (TRAIN_LOSS, VAL_LOSS, VAL_MAP5, BEST_VAL_MAP5, TEST_MAP5, TEST_MAP1)
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[Column, ...] = DEFAULT_COLUMNS
+    # the study's number per setting: keyed by the value of override `reference_key`, or by label when None
+    reference: dict = field(default_factory=dict)
+    reference_key: str | None = None
+    reference_header: str = "study MAP@5"
+
+    def reference_for(self, label: str, overrides: dict) -> float | None:
+        key = label if self.reference_key is None else overrides.get(self.reference_key)
+        return self.reference.get(key)
+
+
+def by_setting(document: dict) -> dict[str, list[dict]]:
+    """Run results grouped by setting label, in the order the experiment declares its settings."""
+    groups = {label: [] for label in document["settings"]}
+    for run in document["runs"]:
+        groups[run["setting"]].append(run)
+    return groups
+
+
+def cell(values: list[float | None], fmt: Callable[[float], str]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values))}"
+
+
+def write_table(experiment, document: dict, path: Path) -> Path:
+    table: Table = experiment.table
+    seeds = len(document["seeds"])
+    header = ["setting", *(c.header for c in table.columns)]
+    if table.reference:
+        header.append(table.reference_header)
+    lines = [
+        f"# {document['title']}",
+        "",
+        experiment.about,
+        "",
+        document["preset"]["description"],
+        "",
+        (f"{seeds} seeds per setting (0..{seeds - 1}): each cell is the mean ± sample standard deviation over seeds."
+         if seeds > 1 else "One seed per setting (seed 0): no error bars; differences of a few hundredths are noise "
+         "(`--seeds N` for mean ± std)."),  # fmt: skip
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for label, runs in by_setting(document).items():
+        row = [label, *(cell([c.value(r) for r in runs], c.fmt) for c in table.columns)]
+        if table.reference:
+            reference = table.reference_for(label, document["settings"][label]["overrides"])
+            row.append("—" if reference is None else f"{reference:.3f}")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Columns: train loss is the mean over the last epoch's augmented batches; val is the validation set "
+              "after each epoch; test is the final model once, at the end; wall time covers the whole run "
+              "(data, compilation, training, evaluation, checkpoints)."]  # fmt: skip
+    notes = [*experiment.notes, *document["preset"]["notes"]]
+    if experiment.study_reference:
+        notes.append(experiment.study_reference)
+    reused = [r for r in document["runs"] if r["status"] == "reused"]
+    if reused:
+        notes.append(f"{len(reused)} run(s) reused from another experiment's folder (identical configuration): "
+                     + ", ".join(f"`{r['run_dir']}`" for r in reused))  # fmt: skip
+    if notes:
+        lines += ["", "Notes:", *(f"- {n}" for n in notes)]
+    lines += ["", f"Command: `{document['command'].strip()}`; total wall time of this invocation "
+              f"{_duration(document['wall_seconds'])}.", ""]  # fmt: skip
+    path.write_text("\n".join(lines))
+    return path
