@@ -14,7 +14,7 @@ $(VENV)/installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/installed
-	$(PY) examples/demo.py
+	$(PY) -m experiments.sweep_lr
 
 test: $(VENV)/installed
 	$(PY) -m pytest
