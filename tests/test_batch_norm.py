@@ -37,3 +37,15 @@ def test_bfloat16_parameters_get_bfloat16_gradients():
     weight, bias = jnp.ones(4, jnp.bfloat16), jnp.zeros(4, jnp.bfloat16)
     grads = jax.grad(lambda x, w, b: jnp.sum(batch_norm_train(x, w, b, 1e-5)[0] ** 2), (0, 1, 2))(x, weight, bias)
     assert [g.dtype for g in grads] == [jnp.float32, jnp.bfloat16, jnp.bfloat16]
+
+
+def test_one_value_per_channel_in_training_mode_is_an_error_as_in_torch():
+    import pytest
+
+    import knifejax as kj
+
+    model = kj.create_model("skresnet18", num_classes=3)  # its attention BatchNorm sees one value per channel
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        model(np.zeros((1, 32, 32, 3), np.float32))
+    model.eval()
+    assert model(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 3)

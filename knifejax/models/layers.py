@@ -192,8 +192,13 @@ class BatchNorm2d(nnx.Module):
             scale = self.weight[...] * jax.lax.rsqrt(self.running_var[...] + self.eps)
             y = (xf - self.running_mean[...]) * scale + self.bias[...]
         else:
-            y, mean, var = batch_norm_train(xf, self.weight[...], self.bias[...], self.eps)
             n = x.size // x.shape[-1]
+            if n == 1:
+                raise ValueError(
+                    f"BatchNorm in training mode needs more than one value per channel, got input {x.shape}: use a "
+                    "batch of at least 2 images, or model.eval() (as torch raises for the same input)"
+                )
+            y, mean, var = batch_norm_train(xf, self.weight[...], self.bias[...], self.eps)
             m = self.momentum
             self.running_mean[...] = (1 - m) * self.running_mean[...] + m * jax.lax.stop_gradient(mean)
             unbiased = jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
