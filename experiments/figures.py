@@ -44,6 +44,14 @@ def _chance_map5(document: dict) -> float | None:
     return None
 
 
+def _save(fig, path: Path, title: str) -> Path:
+    """Title the figure, write it as a PNG and free it."""
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def log_axis(ax) -> None:
     """A log-scale y axis labelled with plain numbers (1.5, 2, 3 rather than 1.5 × 10^0); within one decade,
     ticks at 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 of it, all labelled. Call after plotting."""
@@ -117,11 +125,7 @@ def curves(filename: str, title: str | None = None, style=None) -> Callable[[dic
         where = dict(loc="best") if len(labels) <= 6 else dict(loc="upper left", bbox_to_anchor=(1.02, 1.0))
         ax_map.legend(fontsize=8, title=f"mean ± std of {seeds} seeds" if seeds > 1 else None, title_fontsize=8,
                       **where)  # fmt: skip
-        fig.suptitle(title or document["title"])
-        path = out / filename
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return _save(fig, out / filename, title or document["title"])
 
     return draw
 
@@ -207,10 +211,6 @@ def final_bars(filename: str, x_key: str, series_key: str, title: str | None = N
                 ax.set_ylim(0, 1.05)
             ax.grid(axis="y", alpha=0.3)
             ax.legend(fontsize=8, title=series_key, title_fontsize=8)
-        fig.suptitle(title or document["title"])
-        path = out / filename
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return _save(fig, out / filename, title or document["title"])
 
     return draw
