@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flax import nnx
 
-from knifejax.models.registry import create_model
+from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.weights import load_timm_weights
@@ -37,6 +37,7 @@ class RunDir:
         self.metrics = self.path / "metrics.jsonl"
         self.curves = self.path / "curves.png"
         self.test_metrics = self.path / "test_metrics.json"
+        self.model_summary = self.path / "model.json"
         self.latest = self.path / "checkpoints" / "latest"
         self.best = self.path / "checkpoints" / "best"
 
@@ -58,6 +59,9 @@ class RunDir:
 
     def read_classes(self) -> list[str]:
         return json.loads(self.classes.read_text())
+
+    def write_model_summary(self, summary: dict) -> None:
+        self.model_summary.write_text(json.dumps(summary, indent=1) + "\n")
 
     def history(self) -> list[dict]:
         if not self.metrics.exists():
@@ -86,8 +90,15 @@ def image_size(cfg: TrainConfig, pretrained_cfg: dict) -> int:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, *, initial_weights: bool = True) -> nnx.Module:
-    """The model `cfg` describes; with `initial_weights`, its pretrained and --weights weights loaded."""
+    """The model `cfg` describes; with `initial_weights`, its pretrained and --weights weights loaded.
+
+    A model built for one input size (a ViT: `fixed_input_size` in its pretrained configuration) is built for
+    `cfg.image_size` when that is set, as `timm.create_model(..., img_size=...)`; its pretrained position
+    embeddings are then resampled to the new patch grid on loading.
+    """
     kwargs = dict(num_classes=num_classes, seed=cfg.seed, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
+    if cfg.image_size and get_pretrained_cfg(cfg.model).get("fixed_input_size"):
+        kwargs["img_size"] = cfg.image_size
     pretrained = initial_weights and cfg.pretrained is not None
     if pretrained and cfg.pretrained != "default":
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained}
