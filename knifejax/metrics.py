@@ -46,11 +46,16 @@ def map_at_k(scores: Array, labels: Array, k: int = 5) -> Array:
 
     scores: (N, C) logits or probabilities. labels: (N,) integer class indices. Returns a float32 scalar.
     """
+    return jnp.mean(reciprocal_ranks(scores, labels, k))
+
+
+def reciprocal_ranks(scores: Array, labels: Array, k: int = 5) -> Array:
+    """Each sample's term of MAP@k, (N,) float32: 1/rank of its true label within its top `k`, else 0.
+    Their spread gives MAP@k's standard error over the samples, and paired differences between two models."""
     scores, labels = jnp.asarray(scores), jnp.asarray(labels)
     _check_inputs(scores, labels, k)
     reciprocal_rank = 1.0 / jnp.arange(1, k + 1, dtype=jnp.float32)
-    per_sample = jnp.sum(_top_k_hits(scores, labels, k) * reciprocal_rank, axis=1)
-    return jnp.mean(per_sample)
+    return jnp.sum(_top_k_hits(scores, labels, k) * reciprocal_rank, axis=1)
 
 
 def top_k_accuracy(scores: Array, labels: Array, k: int = 1) -> Array:

@@ -22,6 +22,7 @@ import numpy as np
 
 import knifejax as kj
 from knifejax.ensemble import DataSpec, build_ensemble, load_member
+from knifejax.metrics import reciprocal_ranks
 from knifejax.plots import plot_ensemble_comparison
 
 CLASSES = 8
@@ -34,17 +35,10 @@ MEMBERS = {
 TEST = DataSpec("synthetic", synthetic_per_class=120)  # the test split: a quarter, 30 images per class
 
 
-def reciprocal_ranks(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Each image's contribution to MAP@k: 1/rank of its true class within the top k, else 0."""
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    hits = order == labels[:, None]
-    return (hits / np.arange(1, k + 1)).sum(axis=1)
-
-
 def row(name: str, kind: str, probs: np.ndarray, labels: np.ndarray) -> dict:
     out = {"name": name, "kind": kind}
     for k in (1, 5):
-        rr = reciprocal_ranks(probs, labels, k)
+        rr = np.asarray(reciprocal_ranks(probs, labels, k))
         out[f"map@{k}"] = float(rr.mean())
         out[f"map@{k}_se"] = float(rr.std(ddof=1) / np.sqrt(len(rr)))
     return out
@@ -84,10 +78,10 @@ def main() -> None:
     probs.update({name: e.predict_proba(TEST) for name, e in ensembles.items()})
     rows = [row(name, "member" if name in MEMBERS else "ensemble", p, labels) for name, p in probs.items()]
     # paired: each ensemble against the mean of probabilities, image by image (the members' errors are shared)
-    base = reciprocal_ranks(probs["average"], labels, 5)
+    base = np.asarray(reciprocal_ranks(probs["average"], labels, 5))
     paired = {}
     for name in list(ensembles)[1:]:
-        diff = reciprocal_ranks(probs[name], labels, 5) - base
+        diff = np.asarray(reciprocal_ranks(probs[name], labels, 5)) - base
         paired[name] = {"map@5_minus_average": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
     chance = {"map@1": 1 / CLASSES, "map@5": sum(1 / r for r in range(1, 6)) / CLASSES}
 
