@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from knifejax.data.pipeline import eval_batches, train_batches, train_steps_per_epoch
 from knifejax.data.transforms import Augment
-from knifejax.metrics import map_at_k, top_k_accuracy
+from knifejax.metrics import map_at_k, reciprocal_ranks, top_k_accuracy
 from knifejax.models.registry import get_pretrained_cfg
 from knifejax.plots import plot_training_curves
 from knifejax.train.checkpoint import Checkpoints
@@ -81,6 +81,32 @@ def build_optimizer(cfg: TrainConfig, model: nnx.Module, total_steps: int):
         mask=None if cfg.decay_all else partial(decay_mask_timm, no_weight_decay=_no_weight_decay(model)),
         trainable=trainable_mask(frozen) if frozen else None,
     )
+
+
+def standard_errors(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Standard errors of MAP@1 and MAP@5 over the images (the spread of their per-image terms / sqrt(N)):
+    how much the scores would move on another sample of test images of the same kind."""
+    out = {}
+    for name, k in (("map@1", 1), ("map@5", min(5, logits.shape[-1]))):  # k as metrics_from_logits takes it
+        terms = np.asarray(reciprocal_ranks(logits, labels, k), np.float64)
+        out[f"{name}_se"] = float(terms.std(ddof=1) / np.sqrt(len(terms))) if len(terms) > 1 else 0.0
+    return out
+
+
+def model_summary(model: nnx.Module, cfg: TrainConfig, size: int) -> dict:
+    """What a run trains: parameter counts (all, and those not frozen by `freeze_stages`) and the input size."""
+    frozen = frozen_prefixes(model, cfg.freeze_stages)
+    is_trainable = trainable_mask(frozen)
+    params = nnx.state(model, nnx.Param)
+    sizes = jax.tree.leaves(jax.tree.map(lambda a: a.size, params))
+    trainable = jax.tree.leaves(jax.tree.map(lambda a, t: a.size if t else 0, params, is_trainable(params)))
+    return {
+        "architecture": cfg.model,
+        "parameters": int(sum(sizes)),
+        "trainable_parameters": int(sum(trainable)),
+        "frozen": list(frozen),
+        "input_size": size,
+    }
 
 
 def metrics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -157,6 +183,10 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
     if steps_per_epoch == 0:
         raise ValueError(f"{len(data.train)} training images cannot fill one batch of {cfg.batch_size}; lower --batch-size")
     model = build_model(cfg, num_classes)
+    if is_main:
+        summary = model_summary(model, cfg, size)
+        run.write_model_summary(summary)
+        log(f"{cfg.model}: {summary['parameters']:,} parameters, {summary['trainable_parameters']:,} trainable")
     normalize = normalization(cfg.norm, model.pretrained_cfg)
     optimizer = build_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
     frozen_bn = frozen_prefixes(model, cfg.freeze_stages) if cfg.frozen_bn_eval else ()
@@ -275,7 +305,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
 
     stream.close()  # stops the worker processes now rather than at garbage collection
     if data.test is not None:
-        test = metrics_from_logits(predict_logits(eval_step, state, data.test, cfg.batch_size, mesh), data.test.labels)
+        test_logits = predict_logits(eval_step, state, data.test, cfg.batch_size, mesh)
+        test = metrics_from_logits(test_logits, data.test.labels) | standard_errors(test_logits, data.test.labels)
         if is_main:
             run.test_metrics.write_text(json.dumps({"model": "final", **test}, indent=1) + "\n")
         log(f"test: MAP@5 {test['map@5']:.4f}, MAP@1 {test['map@1']:.4f}, acc@5 {test['acc@5']:.4f}")
