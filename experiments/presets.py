@@ -78,8 +78,9 @@ PRESETS = {
 }
 
 
-def describe(preset: Preset, cfg: TrainConfig) -> str:
-    """One paragraph saying what data, size, model and recipe the runs of `preset` used (`cfg`: any of them)."""
+def describe(preset: Preset, cfg: TrainConfig, varied: frozenset[str] = frozenset()) -> str:
+    """One paragraph saying what data, size, model and recipe the runs of `preset` used (`cfg`: the preset's
+    base configuration; `varied`: the fields the experiment's settings change, said to vary by row)."""
     if cfg.data == "synthetic":
         per_eval = max(2, cfg.synthetic_per_class // 4)
         data = (
@@ -102,12 +103,17 @@ def describe(preset: Preset, cfg: TrainConfig) -> str:
     start = "from ImageNet weights" if cfg.pretrained else "from scratch"
     if cfg.pretrained not in (None, "default"):
         start += f" (`{cfg.pretrained}`)"
+    model = "The architecture of each row" if "model" in varied else cfg.model
+    if "pretrained" in varied:
+        start = "starting as each row says"
+    size = "the input size of each row" if "image_size" in varied else f"{cfg.image_size or 'model-size'} px"
+    lr = "at the learning rate of each row" if "lr" in varied else f"lr {format_lr(cfg.lr)}"
     norm = "the model's" if cfg.norm == "model" else "ImageNet"
     return (
-        f"Preset **{preset.name}**: {data}; {val}; {test}. {cfg.model} {start}, {cfg.image_size or 'model-size'} px, "
-        f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {format_lr(cfg.lr)} with a per-step "
-        f"{cfg.schedule} schedule unless the setting says otherwise, {'augmented' if cfg.augment else 'no augmentation'} "
-        f"(the study's transforms), {norm} normalisation, {cfg.precision}."
+        f"Preset **{preset.name}**: {data}; {val}; {test}. {model} {start}, {size}, {cfg.epochs} epochs, "
+        f"batch {cfg.batch_size}, {cfg.optimizer} {lr} with a per-step {cfg.schedule} schedule unless the setting "
+        f"says otherwise, {'augmented' if cfg.augment else 'no augmentation'} (the study's transforms), {norm} "
+        f"normalisation, {cfg.precision}."
     )
 
 

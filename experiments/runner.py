@@ -34,8 +34,8 @@ from pathlib import Path
 from knifejax.models.pretrained import PretrainedUnavailableError
 from knifejax.models.registry import split_model_name
 from knifejax.train.config import TrainConfig
-from knifejax.train.loop import fit
-from knifejax.train.run import RunDir
+from knifejax.train.loop import fit, model_summary
+from knifejax.train.run import RunDir, build_model, image_size
 
 from experiments.presets import PRESETS, Preset, describe
 from experiments.tables import Table, write_table
@@ -176,6 +176,11 @@ def plan(experiment: Experiment, preset: Preset, args: argparse.Namespace, out: 
     return runs
 
 
+def varied_fields(experiment: Experiment, preset: Preset) -> frozenset[str]:
+    """The TrainConfig fields some setting of `experiment` overrides."""
+    return frozenset(key for overrides in experiment.settings(preset).values() for key in overrides)
+
+
 def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9=.+-]+", "_", label).strip("_")
 
@@ -275,9 +280,19 @@ def _record(path: Path, seconds: float, finished: bool) -> None:
         _runner_file(path).write_text(json.dumps({"wall_seconds": seconds, "finished": finished}) + "\n")
 
 
+def _summarise_model(rd: RunDir) -> dict:
+    """model.json of a run trained before runs wrote one: built again from its configuration (no weights)."""
+    cfg = TrainConfig.load(rd.config)
+    model = build_model(cfg, cfg.num_classes or len(rd.read_classes()), initial_weights=False)
+    summary = model_summary(model, cfg, image_size(cfg, model.pretrained_cfg))
+    rd.write_model_summary(summary)
+    return summary
+
+
 def _run_result(run: PlannedRun, source: Path, status: str) -> dict:
     rd = RunDir(source)
     test = json.loads(rd.test_metrics.read_text()) if rd.test_metrics.exists() else None
+    model = json.loads(rd.model_summary.read_text()) if rd.model_summary.exists() else _summarise_model(rd)
     history = rd.history()
     wall = _spent(source) or sum(h["train_seconds"] + h["eval_seconds"] for h in history)
     return {
@@ -288,10 +303,11 @@ def _run_result(run: PlannedRun, source: Path, status: str) -> dict:
         "wall_seconds": wall,
         "history": history,
         "test": test,
+        "model": model,
     }
 
 
-def _say(message: str, progress: bool) -> None:
+def say(message: str, progress: bool) -> None:
     if progress:
         from tqdm.auto import tqdm
 
@@ -319,18 +335,18 @@ def execute(runs: list[PlannedRun], out: Path, *, progress: bool, reuse: bool, o
         head = f"[{i}/{len(runs)}] {run.setting}, seed {run.seed}"
         if is_finished(run.path, run.config):
             result = _run_result(run, run.path, "finished before")
-            _say(f"{head}: finished before in {run.path}, skipped", progress)
+            say(f"{head}: finished before in {run.path}, skipped", progress)
         elif reuse and not RunDir(run.path).config.exists() and (found := find_reusable(run.config, out)):
             result = _run_result(run, found, "reused")
-            _say(f"{head}: the same run finished in {found}, reused", progress)
+            say(f"{head}: the same run finished in {found}, reused", progress)
         else:
             resuming, new = RunDir(run.path).latest.exists(), not run.path.exists()
-            _say(f"{head}: {'resuming' if resuming else 'training'} in {run.path}", progress)
+            say(f"{head}: {'resuming' if resuming else 'training'} in {run.path}", progress)
             spent, started, finished = _spent(run.path), time.perf_counter(), False
             try:
                 with warnings.catch_warnings():  # a fresh classifier for our classes is the point, not news
                     warnings.filterwarnings("ignore", message=".*classifier keeps its fresh initialisation")
-                    fit(run.config, run.path, progress=progress, log=lambda m: _say(f"    {m}", progress))
+                    fit(run.config, run.path, progress=progress, log=lambda m: say(f"    {m}", progress))
                 finished = True
             except PretrainedUnavailableError as error:
                 if new:  # nothing trained: leave no directory that would refuse the same run with a weights file
@@ -340,7 +356,7 @@ def execute(runs: list[PlannedRun], out: Path, *, progress: bool, reuse: bool, o
             finally:
                 _record(run.path, spent + time.perf_counter() - started, finished)
             result = _run_result(run, run.path, "resumed" if resuming else "trained")
-        _say(_summary_line(result), progress)
+        say(_summary_line(result), progress)
         results.append(result)
         if on_result is not None:
             on_result(results)
@@ -365,7 +381,7 @@ def results_document(experiment: Experiment, preset: Preset, base: TrainConfig, 
         "command": f"python -m experiments.{experiment.name} " + " ".join(argv),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "complete": len(results) == len(runs),
-        "preset": {**preset.to_json(), "description": describe(preset, base)},
+        "preset": {**preset.to_json(), "description": describe(preset, base, varied_fields(experiment, preset))},
         "seeds": list(range(seeds)),
         "settings": settings,
         "runs": results,
@@ -399,28 +415,39 @@ def _finite(value):
 def run_experiment(experiment: Experiment, argv: list[str] | None = None) -> dict:
     """Parse `argv`, train what is missing, write results.json, table.md and figures; returns the results."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser(experiment).parse_args(argv)
+    return run_parsed(experiment, parser(experiment).parse_args(argv), argv)
+
+
+def preset_name(args: argparse.Namespace) -> str:
+    """--preset, else study when real data is given, else quick."""
+    return args.preset or ("study" if args.data is not None else "quick")
+
+
+def run_parsed(experiment: Experiment, args: argparse.Namespace, argv: list[str]) -> dict:
+    """`run_experiment` with the command line already parsed (`argv`: as given, for the record); {} with --list."""
     if args.seeds < 1:
         raise SystemExit("--seeds must be at least 1")
-    preset_name = args.preset or ("study" if args.data is not None else "quick")
-    preset = PRESETS[preset_name]
-    out = args.out or default_out(experiment.name, preset_name)
+    chosen = preset_name(args)
+    preset = PRESETS[chosen]
+    if args.model is not None and any("model" in o for o in experiment.settings(preset).values()):
+        raise SystemExit(f"--model does not apply to {experiment.name}: its settings choose the architectures")
+    out = args.out or default_out(experiment.name, chosen)
     runs = plan(experiment, preset, args, out)
     base = with_pretrained_file(preset.config(**common_fields(args)), _pretrained_files(args.pretrained))
 
     if args.list:
-        print(f"{experiment.title}: {len(runs)} runs, preset {preset_name}, into {out}")
+        print(f"{experiment.title}: {len(runs)} runs, preset {chosen}, into {out}")
         for run in runs:
             state = ("finished" if is_finished(run.path, run.config) else
                      "partial" if RunDir(run.path).config.exists() else "new")  # fmt: skip
             print(f"  {run.setting:24s} seed {run.seed}  {state:8s} {run.path}")
-        print("\n" + describe(preset, base))
+        print("\n" + describe(preset, base, varied_fields(experiment, preset)))
         return {}
 
     check_no_conflict(runs)
     progress = not args.no_progress
     print(f"{experiment.title}: {len(runs)} runs ({len(runs) // args.seeds} settings × {args.seeds} seed(s)), "
-          f"preset {preset_name}, into {out}", flush=True)  # fmt: skip
+          f"preset {chosen}, into {out}", flush=True)  # fmt: skip
     started = time.perf_counter()
 
     def save(partial: list[dict]) -> None:

@@ -40,6 +40,14 @@ def _train_images_per_s(run: dict) -> float | None:
     return images / seconds if seconds else None
 
 
+def _millions(count: float) -> str:
+    return f"{count / 1e6:.2f} M"
+
+
+def _model(key: str) -> Callable[[dict], float | None]:
+    return lambda run: run["model"][key] if run.get("model") else None
+
+
 TRAIN_LOSS = Column("final train loss", _last("train_loss"), "{:.4f}".format)
 VAL_LOSS = Column("final val loss", _last("val_loss"), "{:.4f}".format)
 VAL_MAP5 = Column("final val MAP@5", _last("val_map@5"))
@@ -48,6 +56,8 @@ TEST_MAP5 = Column("test MAP@5", _test("map@5"))
 TEST_MAP1 = Column("test MAP@1", _test("map@1"))
 WALL = Column("wall time per run", lambda run: run["wall_seconds"], _duration)
 IMAGES_PER_S = Column("train img/s (epochs 2+)", _train_images_per_s, "{:.1f}".format)
+PARAMETERS = Column("parameters", _model("parameters"), _millions)
+TRAINABLE = Column("trainable parameters", _model("trainable_parameters"), _millions)
 DEFAULT_COLUMNS = (TRAIN_LOSS, VAL_LOSS, VAL_MAP5, BEST_VAL_MAP5, TEST_MAP5, TEST_MAP1)
 
 
@@ -76,7 +86,7 @@ def cell(values: list[float | None], fmt: Callable[[float], str]) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "—"
-    if len(values) == 1:
+    if len(set(values)) == 1:  # one seed, or a value seeds do not change (a parameter count)
         return fmt(values[0])
     return f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values))}"
 

@@ -3,8 +3,9 @@ configurations.
 
 To stay within seconds the real runs train a tiny test-only CNN (`--model tiny_test_cnn`, registered here for
 this module only) instead of the smoke preset's ResNet-18: its train step compiles in a fraction of a second,
-and each learning rate is a constant inside the step, so every setting compiles its own. Everything else is
-the smoke preset as a user runs it.
+and each learning rate is a constant inside the step, so every setting compiles its own. The scripts that
+compare architectures get the tiny CNN under each architecture's name (`tiny_architectures`). Everything else
+is the smoke preset as a user runs it.
 """
 
 from __future__ import annotations
@@ -14,41 +15,87 @@ import math
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import compare_optimizers, runner, sweep_batch, sweep_lr, sweep_scheduler
+import knifejax as kj
+from experiments import (compare_architectures, compare_optimizers, compare_vit, ensemble, gradcam, report, runner,
+                         sweep_batch, sweep_lr, sweep_scheduler, transfer_modes)  # fmt: skip
 from experiments.presets import STUDY_BATCH_SIZES, STUDY_LEARNING_RATES, format_lr
 from knifejax.models import registry
+from knifejax.models.layers import BatchNorm2d
 from knifejax.train.config import TrainConfig
-from knifejax.train.run import RunDir
+from knifejax.io import read_state_dict
+from knifejax.train.run import RunDir, load_run
+from knifejax.weights import timm_slots
 
 TINY = "tiny_test_cnn"
 
 
 class TinyCNN(nnx.Module):
-    """conv 3x3 -> BatchNorm -> ReLU -> global mean -> linear: enough for fit's every path."""
+    """conv 3x3 -> BatchNorm -> ReLU -> three conv 3x3 + ReLU -> global mean -> linear: enough for fit's every
+    path, four stages to freeze, features for the ensembles and a last spatial map for Grad-CAM."""
+
+    grad_cam_layer = "convs.2"
 
     def __init__(self, *, num_classes: int, pretrained_cfg: dict, rngs: nnx.Rngs, **unused):
         self.pretrained_cfg = pretrained_cfg
         self.conv = nnx.Conv(3, 8, (3, 3), strides=2, rngs=rngs)
-        self.bn = nnx.BatchNorm(8, rngs=rngs)
+        self.bn = BatchNorm2d(8)  # knifejax's: a frozen stage puts it in eval mode
+        self.convs = nnx.List([nnx.Conv(8, 8, (3, 3), rngs=rngs) for _ in range(3)])
         self.fc = nnx.Linear(8, num_classes, rngs=rngs)
+        self.head_hidden_size = 8
 
     def stages(self) -> list[tuple[str, ...]]:
-        return [("conv", "bn")]
+        return [("conv", "bn"), ("convs.0",), ("convs.1",), ("convs.2",)]
+
+    def forward_features(self, x: jax.Array) -> jax.Array:
+        x = jax.nn.relu(self.bn(self.conv(x)))
+        for conv in self.convs:
+            x = jax.nn.relu(conv(x))
+        return x
+
+    def forward_head(self, x: jax.Array, pre_logits: bool = False) -> jax.Array:
+        x = x.mean(axis=(1, 2))
+        return x if pre_logits else self.fc(x)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.fc(jax.nn.relu(self.bn(self.conv(x))).mean(axis=(1, 2)))
+        return self.forward_head(self.forward_features(x))
+
+
+def tiny(**kwargs) -> TinyCNN:
+    return TinyCNN(**kwargs)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
     cfg = {"tags": {"test": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "num_classes": 4}}}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(registry._BUILDERS, TINY, lambda **kwargs: TinyCNN(**kwargs))
+        mp.setitem(registry._BUILDERS, TINY, tiny)
         mp.setitem(registry._all_pretrained_cfgs(), TINY, cfg)
         yield
+
+
+@pytest.fixture()
+def tiny_architectures(monkeypatch):
+    """Every architecture the comparison scripts name builds a tiny CNN (keeping its own pretrained
+    configuration: input size, normalisation), so that their smoke runs take seconds; the real architectures
+    train in their own tests."""
+    names = {kw["model"].split(".")[0] for module in (compare_architectures, compare_vit)
+             for preset in ("smoke", "study") for kw in module.EXPERIMENT.settings(runner.PRESETS[preset]).values()}  # fmt: skip
+    for name in names:
+        monkeypatch.setitem(registry._BUILDERS, name, tiny)
+    return names
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    """'Pretrained' weights of the tiny CNN for the smoke preset's 4 classes, in timm key names."""
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    cfg = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}
+    kj.save_timm_weights(TinyCNN(num_classes=4, pretrained_cfg=cfg, rngs=nnx.Rngs(123)), path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +103,13 @@ def root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("experiments")
 
 
+def smoke_files(root: Path, *extra: str) -> list[str]:
+    """The smoke preset, quietly, with the decoded images shared by every test and no compile cache."""
+    return ["--preset", "smoke", "--no-progress", "--cache-dir", str(root / "decoded"), "--compile-cache", "off", *extra]
+
+
 def smoke(module, root: Path, *extra: str) -> dict:
-    argv = ["--preset", "smoke", "--model", TINY, "--out", str(root / module.EXPERIMENT.name), "--no-progress",
-            "--cache-dir", str(root / "decoded"), "--compile-cache", "off", *extra]  # fmt: skip
-    return module.main(argv)
+    return module.main(["--model", TINY, "--out", str(root / f"{module.EXPERIMENT.name}-smoke"), *smoke_files(root, *extra)])
 
 
 def check_outputs(document: dict, out: Path, labels: list[str], figures: list[str], seeds: int = 1) -> None:
@@ -74,7 +124,7 @@ def check_outputs(document: dict, out: Path, labels: list[str], figures: list[st
         assert all(isinstance(v, float) and math.isfinite(v) for v in values)
         assert 0 <= run["test"]["map@5"] <= 1
     table = (out / "table.md").read_text()
-    assert "Preset **smoke**" in table and "32 px" in table and "2 epochs" in table
+    assert "Preset **smoke**" in table and "2 epochs" in table
     assert all(f"| {label} |" in table for label in labels)
     for name in figures:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000
@@ -88,7 +138,7 @@ def lr_sweep(root) -> dict:
 
 def test_sweep_lr_smoke(lr_sweep, root):
     labels = [f"lr={format_lr(lr)}" for lr in STUDY_LEARNING_RATES]
-    check_outputs(lr_sweep, root / "sweep_lr", labels, ["fig1_learning_rate.png"])
+    check_outputs(lr_sweep, root / "sweep_lr-smoke", labels, ["fig1_learning_rate.png"])
     assert {r["status"] for r in lr_sweep["runs"]} == {"trained"}
     configs = [TrainConfig.from_json(s["config"]) for s in lr_sweep["settings"].values()]
     assert [c.lr for c in configs] == list(STUDY_LEARNING_RATES) and {c.schedule for c in configs} == {"constant"}
@@ -100,35 +150,35 @@ def test_sweep_lr_smoke(lr_sweep, root):
 def test_sweep_scheduler_smoke_reuses_the_lr_sweeps_constant_runs(lr_sweep, root):
     document = smoke(sweep_scheduler, root)
     labels = [f"lr={format_lr(lr)} {s}" for lr in STUDY_LEARNING_RATES for s in ("constant", "cosine")]
-    check_outputs(document, root / "sweep_scheduler", labels,
+    check_outputs(document, root / "sweep_scheduler-smoke", labels,
                   ["fig2a_lr_schedules.png", "fig2b_final_loss.png", "fig2c_curves.png"])  # fmt: skip
     status = {r["setting"]: r["status"] for r in document["runs"]}
     assert {status[label] for label in labels if label.endswith("constant")} == {"reused"}
     assert {status[label] for label in labels if label.endswith("cosine")} == {"trained"}
     reused = {r["run_dir"] for r in document["runs"] if r["status"] == "reused"}
     assert reused == {r["run_dir"] for r in lr_sweep["runs"]}
-    assert not (root / "sweep_scheduler" / "runs" / "lr=1e-2_constant").exists()
+    assert not (root / "sweep_scheduler-smoke" / "runs" / "lr=1e-2_constant").exists()
     cosine = next(r for r in document["runs"] if r["setting"] == "lr=1e-3 cosine")
     assert cosine["history"][-1]["lr"] < 1e-3 * 0.5  # annealed
 
 
 def test_sweep_batch_smoke(root):
     document = smoke(sweep_batch, root)
-    check_outputs(document, root / "sweep_batch", ["batch 4", "batch 8", "batch 16"], ["fig3_batch_size.png"])
+    check_outputs(document, root / "sweep_batch-smoke", ["batch 4", "batch 8", "batch 16"], ["fig3_batch_size.png"])
     assert [r["history"][0]["step"] for r in document["runs"]] == [8, 4, 2]  # 32 images per epoch
-    table = (root / "sweep_batch" / "table.md").read_text()
+    table = (root / "sweep_batch-smoke" / "table.md").read_text()
     assert "wall time per run" in table and "study MAP@5" in table
 
 
 def test_compare_optimizers_smoke_with_two_seeds(root):
     document = smoke(compare_optimizers, root, "--seeds", "2")
     labels = ["SGD", "SGD momentum 0.9", "Adam"]
-    check_outputs(document, root / "compare_optimizers", labels, ["fig4_optimizers.png"], seeds=2)
+    check_outputs(document, root / "compare_optimizers-smoke", labels, ["fig4_optimizers.png"], seeds=2)
     configs = {label: TrainConfig.from_json(s["config"]) for label, s in document["settings"].items()}
     assert (configs["SGD"].optimizer, configs["SGD"].momentum) == ("sgd", 0.0)
     assert (configs["SGD momentum 0.9"].optimizer, configs["SGD momentum 0.9"].momentum) == ("sgd", 0.9)
     assert configs["Adam"].optimizer == "adam"
-    assert " ± " in (root / "compare_optimizers" / "table.md").read_text()
+    assert " ± " in (root / "compare_optimizers-smoke" / "table.md").read_text()
     seeds = [r for r in document["runs"] if r["setting"] == "Adam"]
     assert seeds[0]["history"][-1]["train_loss"] != seeds[1]["history"][-1]["train_loss"]
 
@@ -251,3 +301,117 @@ def test_compile_cache_is_set_for_the_runs_and_restored_after(tmp_path):
     assert jax.config.jax_compilation_cache_dir == before
     with runner.compile_cache("off"):
         assert jax.config.jax_compilation_cache_dir == before
+
+
+def test_transfer_modes_smoke_freezes_the_first_stages(root, tiny_weights):
+    out = root / "transfer_modes-smoke"
+    document = smoke(transfer_modes, root, "--pretrained", f"{TINY}={tiny_weights}")
+    labels = list(transfer_modes.EXPERIMENT.settings(runner.PRESETS["smoke"]))
+    check_outputs(document, out, labels, ["fig5_transfer_modes.png"])
+    start = read_state_dict(tiny_weights)
+    final = {label: {k: np.asarray(v.variable[...]) for k, v in timm_slots(load_run(r["run_dir"], "latest")[0]).items()}
+             for label, r in zip(labels, document["runs"])}  # fmt: skip
+    scratch, transfer, tune = (final[label] for label in labels)
+    frozen = ("conv.", "bn.", "convs.0.", "convs.1.", "convs.2.")  # 4 stages: conv + bn, then three convs
+    for key in start:
+        if key.startswith(frozen):
+            np.testing.assert_array_equal(tune[key], start[key], err_msg=key)  # not one bit moved
+        assert not np.array_equal(transfer[key], start[key]), key
+    assert not np.array_equal(scratch["conv.kernel"], start["conv.kernel"])
+    np.testing.assert_array_equal(tune["bn.running_mean"], start["bn.running_mean"])  # frozen: statistics kept
+    assert not np.array_equal(transfer["bn.running_mean"], start["bn.running_mean"])
+    assert not np.array_equal(tune["fc.kernel"], start["fc.kernel"])
+    table = (out / "table.md").read_text()
+    assert "trainable parameters" in table
+    summaries = {r["setting"]: r["model"] for r in document["runs"]}
+    assert summaries[labels[2]]["trainable_parameters"] == start["fc.kernel"].size + start["fc.bias"].size
+    assert summaries[labels[1]]["trainable_parameters"] == summaries[labels[1]]["parameters"]
+
+
+@pytest.fixture()
+def architectures(root, tiny_architectures, tiny_weights) -> dict:
+    return compare_architectures.main(["--out", str(root / "compare_architectures-smoke"),
+                                       "--pretrained", f"tf_efficientnet_lite0={tiny_weights}", *smoke_files(root)])  # fmt: skip
+
+
+def test_compare_architectures_smoke(architectures, root):
+    labels = list(compare_architectures.settings(runner.PRESETS["smoke"]))
+    check_outputs(architectures, root / "compare_architectures-smoke", labels, ["fig6_architectures.png"])
+    models = [TrainConfig.from_json(s["config"]).model for s in architectures["settings"].values()]
+    assert models == ["tf_efficientnet_lite0", "tf_efficientnet_lite0", "resnet18", "mobilenetv3_large_100", "skresnet18"]
+    starts = [TrainConfig.from_json(s["config"]).pretrained for s in architectures["settings"].values()]
+    assert starts[0].endswith("tiny.safetensors") and starts[1:] == [None] * 4
+    table = (root / "compare_architectures-smoke" / "table.md").read_text()
+    assert "| ResNet-18, from scratch | 0.00 M |" in table and "0.586" in table  # the study's ResNet-18
+    with pytest.raises(SystemExit, match="--model does not apply"):
+        compare_architectures.main(["--model", TINY, "--list"])
+
+
+def test_compare_architectures_study_preset_names_the_studys_models():
+    study = compare_architectures.settings(runner.PRESETS["study"])
+    assert [o["model"] for o in study.values()] == ["tf_efficientnet_b0", "resnet18", "mobilenetv3_large_100",
+                                                   "skresnet18", "tf_efficientnet_b3"]  # fmt: skip
+    assert list(study.values())[-1]["epochs"] == 55
+
+
+def test_compare_vit_smoke_builds_each_vit_for_its_input_size(root, tiny_architectures, monkeypatch):
+    built = []
+    monkeypatch.setitem(registry._BUILDERS, "vit_small_patch8_224", lambda **kw: built.append(kw) or tiny(**kw))
+    document = compare_vit.main(["--out", str(root / "compare_vit-smoke"), *smoke_files(root)])
+    labels = list(compare_vit.settings(runner.PRESETS["smoke"]))
+    check_outputs(document, root / "compare_vit-smoke", labels, ["fig7_vit.png"])
+    assert {kw["img_size"] for kw in built} == {40}  # the size of its row, passed as timm's img_size
+    study = compare_vit.settings(runner.PRESETS["study"])
+    assert [o["model"] for o in study.values()] == ["vit_small_patch16_384.augreg_in21k_ft_in1k",
+                                                   "vit_small_patch8_224.dino",
+                                                   "vit_base_patch32_clip_224.laion2b_ft_in12k_in1k"]  # fmt: skip
+    assert [o["image_size"] for o in study.values()] == [384, 224, 224]
+
+
+def test_ensemble_and_gradcam_smoke_reuse_the_architecture_runs(architectures, root, tiny_weights):
+    flags = ["--members", str(root / "compare_architectures-smoke"), "--pretrained", f"tf_efficientnet_lite0={tiny_weights}",
+             *smoke_files(root)]  # fmt: skip
+    document = ensemble.main(["--out", str(root / "ensemble-smoke"), *flags])
+    assert {r["status"] for r in json.loads((root / "compare_architectures-smoke" / "results.json").read_text())["runs"]} == {
+        "finished before"}
+    names = [r["name"] for r in document["rows"]]
+    assert names == [*compare_architectures.settings(runner.PRESETS["smoke"]), *ensemble.methods(True)]
+    for row in document["rows"]:
+        assert 0 <= row["map@1"] <= row["map@5"] <= 1 and row["map@1_se"] > 0
+    members = {r["setting"]: r for r in architectures["runs"]}
+    for row in document["rows"][:5]:  # a member's MAP@5 here is its test MAP@5 in compare_architectures
+        assert row["map@5"] == pytest.approx(members[row["name"]]["test"]["map@5"], abs=1e-6)
+    table = (root / "ensemble-smoke" / "table.md").read_text()
+    assert "| **score averaging** |" in table and "0.719" in table and "0.734" in table
+    assert (root / "ensemble-smoke" / "fig8_ensembles.png").stat().st_size > 10_000
+
+    explained = gradcam.main(["--out", str(root / "gradcam-smoke"), *flags])
+    assert [r["setting"] for r in explained["runs"]] == list(members)
+    for run in explained["runs"]:
+        assert run["layer"] == "convs.2" and run["correct"] + run["failed"] == run["images"] == 8
+        assert len(run["shown"]["correct"]) == min(gradcam.PER_KIND, run["correct"])
+    assert (root / "gradcam-smoke" / "fig9_gradcam.png").stat().st_size > 10_000
+
+
+def test_report_collects_every_experiment(root, tmp_path):
+    """Every experiment folder the tests above wrote gets its section, the others are listed as missing."""
+    page = report.main(["--preset", "smoke", "--runs", str(root), "--out", str(tmp_path / "results.md")])
+    text = page.read_text()
+    present = [name for name in report.ORDER if (root / f"{name}-smoke" / "table.md").exists()]
+    assert {"compare_architectures", "ensemble", "gradcam"} <= set(present)
+    assert text.count("**Finding.**") == len(present)
+    for name in report.ORDER:
+        command = f"`python -m experiments.{name}`" if name in present else f"`python -m experiments.{name} --preset smoke`"
+        assert command in text
+    links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert len(links) >= len(present)
+    for link in links:
+        assert (tmp_path / link).stat().st_size > 10_000
+
+
+def test_report_calls_a_difference_a_finding_only_beyond_the_spread():
+    a, b = report.Score("a", 0.50, 0.02), report.Score("b", 0.45, 0.02)
+    assert report.differs(a, b) is False  # gap 0.05 < 2 * 0.028
+    assert report.differs(a, report.Score("c", 0.40, 0.02)) is True
+    assert report.differs(a, report.Score("d", 0.40, None)) is None
+    assert "within the spread" in report.versus(a, b) and "above" in report.versus(a, report.Score("c", 0.4, 0.02))

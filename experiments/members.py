@@ -1,0 +1,44 @@
+"""Experiments built on another experiment's trained runs (the ensembles and Grad-CAM use compare_architectures'):
+their command line is the runner's plus `--members DIR`, and they first run that experiment with the same flags,
+so finished runs are reused and missing ones trained."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from experiments import runner
+
+
+def parser(experiment: runner.Experiment, source: runner.Experiment) -> argparse.ArgumentParser:
+    p = runner.parser(experiment)
+    p.add_argument("--members", type=Path, metavar="DIR",
+                   help=f"the {source.name} folder whose runs are used (default: its folder for the preset, beside "
+                   "this one's)")  # fmt: skip
+    return p
+
+
+def _source_argv(argv: list[str]) -> list[str]:
+    """The command line as the source experiment takes it: without --out and --members."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--out", "--members"):
+            skip = True
+        elif not arg.startswith(("--out=", "--members=")):
+            kept.append(arg)
+    return kept
+
+
+def run_members(experiment: runner.Experiment, source: runner.Experiment, argv: list[str]):
+    """Parse `argv` for `experiment`, run `source` with the same flags into the members folder; returns
+    (parsed arguments, this experiment's output folder, the members folder, the source's results document —
+    {} with --list)."""
+    args = parser(experiment, source).parse_args(argv)
+    preset = runner.preset_name(args)
+    out = args.out or runner.default_out(experiment.name, preset)
+    members = args.members or out.parent / runner.default_out(source.name, preset).name
+    source_argv = _source_argv(argv)
+    source_args = parser(experiment, source).parse_args([*source_argv, "--out", str(members)])
+    return args, out, members, runner.run_parsed(source, source_args, source_argv)
