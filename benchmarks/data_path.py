@@ -1,0 +1,146 @@
+"""Does the data path keep the train step fed? The step's rate on batches already in memory against its rate
+when every batch comes from the real pipeline (decode-once cache, the study's augmentation in the loader,
+`--workers` processes), fed the way `knifejax.fit` feeds it: the next step is dispatched before the previous
+step's metrics are read, so the loader works while the device computes.
+
+Three measurements, each the median of `--repeats` blocks of `--steps` steps after a warm-up (compilation
+excluded), in one process, alternated block by block so that a shared machine's noise hits them alike:
+
+1. in-memory: the jitted train step (Adam, uint8 in, normalised inside the step) on one fixed batch;
+2. pipeline alone: batches drawn from `train_batches` with nothing consuming them (what the loader can give);
+3. fed: the step consuming the pipeline's batches, as in `fit`.
+
+The data path keeps up when fed / in-memory ≥ 0.95.
+
+    python -m benchmarks.data_path --model efficientnet_b0 --image-size 224 --batch-size 32 --workers 1
+    python -m benchmarks.data_path --json results.json   # also writes the numbers
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+import knifejax as kj
+from knifejax.data.cache import decode_source
+from knifejax.data.pipeline import train_batches
+from knifejax.data.synthetic import SyntheticKnives
+from knifejax.data.transforms import Augment
+from knifejax.train.steps import init_state, make_train_step
+
+
+def _block(run_steps, steps: int) -> float:
+    started = time.perf_counter()
+    run_steps(steps)
+    return time.perf_counter() - started
+
+
+def measure(args: argparse.Namespace) -> dict:
+    source = SyntheticKnives(args.classes, images_per_class=args.per_class, size=args.image_size, split="train")
+    with tempfile.TemporaryDirectory() as cache:
+        started = time.perf_counter()
+        data = decode_source(source, args.image_size, cache_dir=cache, workers=args.workers)
+        prepare_s = time.perf_counter() - started
+        return _measure(args, data, prepare_s)
+
+
+def _measure(args: argparse.Namespace, data, prepare_s: float) -> dict:
+    model = kj.create_model(args.model, num_classes=args.classes)
+    optimizer = kj.make_optimizer("adam", 1e-4)
+    graphdef, state = init_state(model, optimizer)
+    cfg = model.pretrained_cfg
+    step = make_train_step(graphdef, optimizer, normalize=(tuple(cfg["mean"]), tuple(cfg["std"])))
+    stream = train_batches(data, np.arange(len(data)), args.batch_size, augment_cfg=Augment(size=args.image_size), seed=0, epoch=0,
+                           end_epoch=10_000, workers=args.workers)  # fmt: skip
+    fixed = next(stream)
+    images, labels = jax.device_put(fixed["images"]), jax.device_put(fixed["labels"])
+
+    started = time.perf_counter()
+    state, metrics = step(state, images, labels)
+    jax.block_until_ready(metrics["loss"])
+    compile_s = time.perf_counter() - started
+
+    def in_memory(steps: int) -> None:
+        nonlocal state
+        for _ in range(steps):
+            state, out = step(state, images, labels)
+        jax.block_until_ready(out["loss"])
+
+    def pipeline_alone(steps: int) -> None:
+        for batch in itertools.islice(stream, steps):
+            np.asarray(batch["images"])
+
+    def fed(steps: int) -> None:
+        nonlocal state
+        pending = None
+        for batch in itertools.islice(stream, steps):
+            state, out = step(state, jax.device_put(batch["images"]), jax.device_put(batch["labels"]))
+            if pending is not None:
+                float(pending["loss"])  # fit reads the previous step's metrics after dispatching the next
+            pending = out
+        float(pending["loss"])
+
+    runs = {"in_memory": in_memory, "pipeline_alone": pipeline_alone, "fed": fed}
+    seconds = {name: [] for name in runs}
+    try:
+        for run in runs.values():  # warm-up: workers started, caches and buffers filled
+            run(2)
+        for _ in range(args.repeats):
+            for name, run in runs.items():
+                seconds[name].append(_block(run, args.steps))
+    finally:
+        stream.close()  # stops the worker processes and frees their shared memory
+    rates = {name: args.steps * args.batch_size / statistics.median(s) for name, s in seconds.items()}
+    return {
+        "model": args.model,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "device": str(jax.devices()[0].device_kind),
+        "backend": jax.default_backend(),
+        "cores": os.cpu_count(),
+        "images": len(data),
+        "prepare_seconds": prepare_s,
+        "compile_seconds": compile_s,
+        "img_s": rates,
+        "fed_over_in_memory": rates["fed"] / rates["in_memory"],
+        "block_seconds": seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.data_path", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--model", default="efficientnet_b0")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1, help="loader worker processes (0: threads in this process)")
+    p.add_argument("--steps", type=int, default=4, help="steps per timed block")
+    p.add_argument("--repeats", type=int, default=3, help="timed blocks per measurement (the median is reported)")
+    p.add_argument("--classes", type=int, default=192, help="synthetic knife classes")
+    p.add_argument("--per-class", type=int, default=2, help="synthetic training images per class")
+    p.add_argument("--json", help="also write the results to this file")
+    args = p.parse_args(argv)
+    result = measure(args)
+    rates = result["img_s"]
+    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}, {args.workers} worker(s), "
+          f"{result['backend']} ({result['device']}), compile {result['compile_seconds']:.1f} s")  # fmt: skip
+    for name, rate in rates.items():
+        print(f"  {name:15s} {rate:9.1f} img/s")
+    print(f"  fed / in-memory: {result['fed_over_in_memory']:.3f} (target >= 0.95)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
