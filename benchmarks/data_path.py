@@ -57,7 +57,8 @@ def _measure(args: argparse.Namespace, data, prepare_s: float) -> dict:
     optimizer = kj.make_optimizer("adam", 1e-4)
     graphdef, state = init_state(model, optimizer)
     cfg = model.pretrained_cfg
-    step = make_train_step(graphdef, optimizer, normalize=(tuple(cfg["mean"]), tuple(cfg["std"])))
+    step = make_train_step(graphdef, optimizer, normalize=(tuple(cfg["mean"]), tuple(cfg["std"])),
+                           precision=args.precision)
     stream = train_batches(data, np.arange(len(data)), args.batch_size, augment_cfg=Augment(size=args.image_size), seed=0, epoch=0,
                            end_epoch=10_000, workers=args.workers)  # fmt: skip
     fixed = next(stream)
@@ -103,6 +104,7 @@ def _measure(args: argparse.Namespace, data, prepare_s: float) -> dict:
         "model": args.model,
         "image_size": args.image_size,
         "batch_size": args.batch_size,
+        "precision": args.precision,
         "workers": args.workers,
         "device": str(jax.devices()[0].device_kind),
         "backend": jax.default_backend(),
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default="efficientnet_b0")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--workers", type=int, default=1, help="loader worker processes (0: threads in this process)")
     p.add_argument("--steps", type=int, default=4, help="steps per timed block")
     p.add_argument("--repeats", type=int, default=3, help="timed blocks per measurement (the median is reported)")
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     result = measure(args)
     rates = result["img_s"]
-    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}, {args.workers} worker(s), "
+    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}, {args.precision}, {args.workers} worker(s), "
           f"{result['backend']} ({result['device']}), compile {result['compile_seconds']:.1f} s")  # fmt: skip
     for name, rate in rates.items():
         print(f"  {name:15s} {rate:9.1f} img/s")
