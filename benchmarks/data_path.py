@@ -4,7 +4,9 @@ when every batch comes from the real pipeline (decode-once cache, the study's au
 step's metrics are read, so the loader works while the device computes.
 
 Three measurements, each the median of `--repeats` blocks of `--steps` steps after a warm-up (compilation
-excluded), in one process, alternated block by block so that a shared machine's noise hits them alike:
+excluded), in one process, alternated block by block so that a shared machine's noise hits them alike. Before
+a timed block of the pipeline, as many batches as the workers can hold ready are consumed untimed, so that
+the block measures what the workers produce rather than what they stored while another block ran:
 
 1. in-memory: the jitted train step (Adam, uint8 in, normalised inside the step) on one fixed batch;
 2. pipeline alone: batches drawn from `train_batches` with nothing consuming them (what the loader can give);
@@ -37,12 +39,6 @@ from knifejax.data.transforms import Augment
 from knifejax.train.steps import init_state, make_train_step
 
 
-def _block(run_steps, steps: int) -> float:
-    started = time.perf_counter()
-    run_steps(steps)
-    return time.perf_counter() - started
-
-
 def measure(args: argparse.Namespace) -> dict:
     source = SyntheticKnives(args.classes, images_per_class=args.per_class, size=args.image_size, split="train")
     with tempfile.TemporaryDirectory() as cache:
@@ -69,34 +65,54 @@ def _measure(args: argparse.Namespace, data, prepare_s: float) -> dict:
     jax.block_until_ready(metrics["loss"])
     compile_s = time.perf_counter() - started
 
-    def in_memory(steps: int) -> None:
-        nonlocal state
-        for _ in range(steps):
-            state, out = step(state, images, labels)
-        jax.block_until_ready(out["loss"])
-
-    def pipeline_alone(steps: int) -> None:
-        for batch in itertools.islice(stream, steps):
-            np.asarray(batch["images"])
-
-    def fed(steps: int) -> None:
+    # Each measurement runs `lead + steps` iterations back to back and returns the seconds of the last `steps`.
+    def in_memory(steps: int, lead: int) -> float:
         nonlocal state
         pending = None
-        for batch in itertools.islice(stream, steps):
+        for i in range(lead + steps):
+            if i == lead:
+                jax.block_until_ready(state)
+                started = time.perf_counter()
+            state, out = step(state, images, labels)
+            if pending is not None:
+                float(pending["loss"])  # as fit and `fed` below: the previous step's metrics read each step
+            pending = out
+        float(pending["loss"])
+        return time.perf_counter() - started
+
+    def pipeline_alone(steps: int, lead: int) -> float:
+        for i, batch in enumerate(itertools.islice(stream, lead + steps)):
+            if i == lead:
+                started = time.perf_counter()
+            np.asarray(batch["images"])
+        return time.perf_counter() - started
+
+    def fed(steps: int, lead: int) -> float:
+        nonlocal state
+        pending = None
+        for i, batch in enumerate(itertools.islice(stream, lead + steps)):
+            if i == lead:
+                jax.block_until_ready(state)  # the lead's last step finishes untimed, as in `in_memory`
+                started = time.perf_counter()
             state, out = step(state, jax.device_put(batch["images"]), jax.device_put(batch["labels"]))
             if pending is not None:
                 float(pending["loss"])  # fit reads the previous step's metrics after dispatching the next
             pending = out
         float(pending["loss"])
+        return time.perf_counter() - started
 
-    runs = {"in_memory": in_memory, "pipeline_alone": pipeline_alone, "fed": fed}
+    # More batches than the loader can hold ready (grain: 2 per worker in the output buffer, read-ahead inside
+    # each worker, 2 in the reader): consumed untimed right before a timed block of the pipeline, so that the
+    # block measures what the workers produce, not what they had stored while another block ran.
+    buffered = 4 * max(args.workers, 1) + 8
+    runs = {"in_memory": (in_memory, 1), "pipeline_alone": (pipeline_alone, buffered), "fed": (fed, buffered)}
     seconds = {name: [] for name in runs}
     try:
-        for run in runs.values():  # warm-up: workers started, caches and buffers filled
-            run(2)
+        for run, _ in runs.values():  # warm-up: workers started, caches filled
+            run(1, 1)
         for _ in range(args.repeats):
-            for name, run in runs.items():
-                seconds[name].append(_block(run, args.steps))
+            for name, (run, lead) in runs.items():
+                seconds[name].append(run(args.steps, lead))
     finally:
         stream.close()  # stops the worker processes and frees their shared memory
     rates = {name: args.steps * args.batch_size / statistics.median(s) for name, s in seconds.items()}

@@ -1,0 +1,100 @@
+"""benchmarks.throughput end to end at a tiny size (knifejax against torch eager), and its docs table."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import throughput
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "resnet18", "--batch-size", "2", "--image-size", "32", "--steps", "2", "--warmup", "1"]
+
+
+def bench(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "benchmarks.throughput", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory) -> dict:
+    pytest.importorskip("torch")
+    path = tmp_path_factory.mktemp("results") / "tiny.json"
+    proc = bench(*TINY, "--mode", "train", "--rounds", "1", "--frameworks", "knifejax,torch", "--json", str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "knifejax" in proc.stdout and "torch" in proc.stdout
+    return json.loads(path.read_text())
+
+
+def test_end_to_end_json(result):
+    assert (result["model"], result["mode"], result["batch_size"], result["image_size"]) == ("resnet18", "train", 2, 32)
+    assert result["precision"] == "fp32" and result["device"] in ("cpu", "gpu")
+    for framework in ("knifejax", "torch"):
+        img_s = result[f"{framework}_img_s"]
+        assert math.isfinite(img_s) and img_s > 0
+        assert result[f"{framework}_compile_s"] > 0
+        assert result[f"{framework}_peak_mem_bytes"] > 0
+        assert result[f"{framework}_error"] is None
+    assert result["ratio"] == pytest.approx(result["knifejax_img_s"] / result["torch_img_s"])
+    assert result["torch_compile_img_s"] is None and result["ratio_compile"] is None
+    assert result["flops_per_step"] > 0
+    assert len(result["rounds"]) == 1 and set(result["rounds"][0]) == {"knifejax", "torch"}
+    # one round: the per-round median is the median over all timed steps
+    assert result["knifejax_img_s"] == pytest.approx(2 / result["rounds"][0]["knifejax"])
+    assert result["torch_setup"]["memory_format"] == "channels_last"
+    assert set(result["versions"]) >= {"jax", "jaxlib", "torch", "timm"}
+
+
+def test_table_only_rewrites_between_markers(result, tmp_path):
+    (tmp_path / "tiny.json").write_text(json.dumps(result))
+    docs = tmp_path / "performance.md"
+    before, after = "# Log\n\nIntro.\n\n", "\n\n## Older entry\n\nkept as it was.\n"
+    docs.write_text(f"{before}{throughput.BEGIN}\nstale table\n{throughput.END}{after}")
+    proc = bench("--table-only", "--json-dir", str(tmp_path), "--docs", str(docs))
+    assert proc.returncode == 0, proc.stderr
+    text = docs.read_text()
+    assert text.startswith(before + throughput.BEGIN) and text.endswith(throughput.END + after)
+    block = text[len(before) + len(throughput.BEGIN) : -len(throughput.END + after)]
+    assert "stale table" not in block
+    assert f"| {result['gpu'] or 'CPU'} | `resnet18` | train | fp32 |" in block
+    assert f"{result['ratio']:.2f}×" in block and result["versions"]["jax"] in block
+    # regenerating is idempotent
+    assert bench("--table-only", "--json-dir", str(tmp_path), "--docs", str(docs)).returncode == 0
+    assert docs.read_text() == text
+
+
+@pytest.mark.parametrize(
+    "text", ["no markers\n", f"{throughput.BEGIN}\nonly the start\n", f"{throughput.END}\n{throughput.BEGIN}\n"]
+)
+def test_missing_or_misordered_markers_are_an_error(text):
+    with pytest.raises(ValueError, match="throughput-table:begin"):
+        throughput.replace_block(text, "table")
+
+
+def test_table_only_reports_missing_markers(result, tmp_path):
+    (tmp_path / "tiny.json").write_text(json.dumps(result))
+    docs = tmp_path / "performance.md"
+    docs.write_text("# Log without markers\n")
+    proc = bench("--table-only", "--json-dir", str(tmp_path), "--docs", str(docs))
+    assert proc.returncode != 0 and "throughput-table:begin" in proc.stderr
+    assert docs.read_text() == "# Log without markers\n"
+
+
+def test_unknown_model_lists_the_known_names():
+    proc = bench("--model", "resnet19", "--frameworks", "knifejax", timeout=60)
+    assert proc.returncode != 0
+    assert "unknown model 'resnet19'" in proc.stderr and "resnet18" in proc.stderr
+
+
+def test_failed_framework_is_reported_not_raised(tmp_path):
+    """A framework whose child fails (here: an image too small for ViT's patches) becomes an error entry."""
+    path = tmp_path / "fail.json"
+    args = ["--model", "vit_small_patch16_224", "--batch-size", "1", "--image-size", "8", "--steps", "1"]
+    proc = bench(*args, "--warmup", "0", "--rounds", "1", "--frameworks", "knifejax", "--json", str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(path.read_text())
+    assert result["knifejax_img_s"] is None and result["knifejax_error"]
+    assert "error" in proc.stdout
