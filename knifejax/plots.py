@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -59,7 +60,7 @@ def plot_ensemble_comparison(
         ax.axvline(members - 0.5, color="grey", linestyle="--", linewidth=1)
         ax.text(members - 0.45, 0.97, "ensembles →", fontsize=8, color="grey", va="top",
                 transform=ax.get_xaxis_transform())
-    ax.set_xticks(x, [r["name"] for r in rows], fontsize=8)
+    ax.set_xticks(x, [textwrap.fill(r["name"], 18) for r in rows], fontsize=8)
     top = max(r[k] + r.get(f"{k}_se", 0.0) for r in rows for k in ("map@1", "map@5"))
     ax.set(ylabel="MAP", ylim=(0, min(1.1, 1.3 * top + 0.05)))
     ax.grid(axis="y", alpha=0.3)
