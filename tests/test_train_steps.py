@@ -36,7 +36,7 @@ def test_one_sgd_step_equals_the_eager_gradient_step():
 
 def test_eval_step_uses_running_statistics():
     x, y = _batch()
-    graphdef, state = init_state(kj.create_model("tf_efficientnet_lite0", num_classes=5, seed=1), optax.sgd(0.0))
+    graphdef, state = init_state(kj.create_model("resnet18", num_classes=5, seed=1), optax.sgd(0.0))
     logits, metrics = make_eval_step(graphdef)(state, x, y)
     model = to_model(graphdef, state)
     model.eval()
