@@ -16,15 +16,13 @@ import json
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from experiments import compare_architectures, runner
-from experiments.members import run_members
-from experiments.presets import PRESETS
+from experiments.members import run_members, write_results
 from knifejax.ensemble import StackerConfig, average_scores, build_ensemble, load_member
 from knifejax.metrics import reciprocal_ranks
 from knifejax.plots import plot_ensemble_comparison
@@ -142,23 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in range(args.seeds):
         runs = [r for r in members["runs"] if r["seed"] == seed]
         per_seed.append(ensemble_seed(runs, out / "ensembles" / f"seed{seed}", log))
-    preset = PRESETS[runner.preset_name(args)]
-    document = {
-        "experiment": EXPERIMENT.name,
-        "title": EXPERIMENT.title,
-        "command": f"python -m experiments.ensemble {' '.join(argv)}".strip(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "complete": True,
-        "preset": {**preset.to_json(), "description": members["preset"]["description"]},
-        "seeds": list(range(args.seeds)),
-        "members_from": str(members_from),
-        "stacker": STUDY_STACKER.to_json(),
-        "per_seed": per_seed,
-        "rows": summarise(per_seed),
-        "wall_seconds": time.perf_counter() - started,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
+    document = write_results(EXPERIMENT, argv, args, members, members_from, out, started, list(range(args.seeds)),
+                             stacker=STUDY_STACKER.to_json(), per_seed=per_seed, rows=summarise(per_seed))
     table = write_table(document, out / "table.md")
     classes = len(json.loads((Path(members["runs"][0]["run_dir"]) / "classes.json").read_text()))
     chance = {"map@1": 1 / classes, "map@5": sum(1 / r for r in range(1, min(5, classes) + 1)) / classes}

@@ -12,10 +12,8 @@ architecture's folder also holds one overlay PNG per shown image and a captioned
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -24,8 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments import compare_architectures, runner  # noqa: E402
-from experiments.members import run_members  # noqa: E402
-from experiments.presets import PRESETS  # noqa: E402
+from experiments.members import run_members, write_results  # noqa: E402
 from knifejax.ensemble import load_member  # noqa: E402
 from knifejax.explain.batch import Explanations, explain_images, write_explanations  # noqa: E402
 from knifejax.explain.overlay import overlay  # noqa: E402
@@ -113,19 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         explained.append(explain_run(run, out / "runs" / runner.slug(run["setting"]), log))
     out.mkdir(parents=True, exist_ok=True)
     figure = draw(explained, out / "fig9_gradcam.png", EXPERIMENT.title)
-    document = {
-        "experiment": EXPERIMENT.name,
-        "title": EXPERIMENT.title,
-        "command": f"python -m experiments.gradcam {' '.join(argv)}".strip(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "complete": True,
-        "preset": {**PRESETS[runner.preset_name(args)].to_json(), "description": members["preset"]["description"]},
-        "seeds": [0],
-        "members_from": str(members_from),
-        "runs": [summary for _, _, summary in explained],
-        "wall_seconds": time.perf_counter() - started,
-    }
-    (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
+    document = write_results(EXPERIMENT, argv, args, members, members_from, out, started, [0],
+                             runs=[summary for _, _, summary in explained])
     table = write_table(document, out / "table.md")
     print(f"done in {document['wall_seconds']:.0f} s; wrote {out / 'results.json'}, {table}, {figure}", flush=True)
     return document

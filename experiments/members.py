@@ -5,9 +5,13 @@ so finished runs are reused and missing ones trained."""
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from experiments import runner
+from experiments.presets import PRESETS
 
 
 def parser(experiment: runner.Experiment, source: runner.Experiment) -> argparse.ArgumentParser:
@@ -42,3 +46,23 @@ def run_members(experiment: runner.Experiment, source: runner.Experiment, argv: 
     source_argv = _source_argv(argv)
     source_args = parser(experiment, source).parse_args([*source_argv, "--out", str(members)])
     return args, out, members, runner.run_parsed(source, source_args, source_argv)
+
+
+def write_results(experiment: runner.Experiment, argv: list[str], args: argparse.Namespace, members: dict,
+                  members_from: Path, out: Path, started: float, seeds: list[int], **results) -> dict:  # fmt: skip
+    """results.json of an experiment built on `members`: what every such document records, then `results`."""
+    document = {
+        "experiment": experiment.name,
+        "title": experiment.title,
+        "command": f"python -m experiments.{experiment.name} {' '.join(argv)}".strip(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "complete": True,
+        "preset": {**PRESETS[runner.preset_name(args)].to_json(), "description": members["preset"]["description"]},
+        "seeds": seeds,
+        "members_from": str(members_from),
+        **results,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
+    return document
