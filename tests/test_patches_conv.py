@@ -1,4 +1,4 @@
-"""The patches-times-matrix convolution that Conv2d uses for maps of a few pixels on CPU equals XLA's
+"""The patches-times-matrix convolution that Conv2d uses on CPU for 1×1 kernels and maps of a few pixels equals XLA's
 convolution, output and gradients, in float64 (to 1e-12: the same products, summed in another order)."""
 
 import jax
@@ -24,6 +24,9 @@ def lax_conv(x, kernel, stride, dilation, padding):
 @pytest.mark.parametrize(
     "size, kernel, stride, dilation, padding",
     [
+        (5, 1, 1, 1, ((0, 0), (0, 0))),  # 1×1: the pointwise convolutions of every MBConv block
+        (5, 1, 2, 1, ((0, 0), (0, 0))),  # strided 1×1: ResNet's downsample shortcut
+        (5, 1, 2, 1, "SAME"),  # ... of a tf_* model
         (2, 3, 1, 1, ((1, 1), (1, 1))),  # ResNet-18's last stage at 64 px
         (4, 3, 2, 1, ((1, 1), (1, 1))),  # its stride-2 entry
         (2, 3, 1, 2, ((2, 2), (2, 2))),  # SKResNet's dilated path
@@ -45,13 +48,15 @@ def test_equals_xla_convolution_and_its_gradients(size, kernel, stride, dilation
         np.testing.assert_allclose(have, want, rtol=0, atol=1e-11)
 
 
-def test_conv2d_takes_the_patches_path_only_for_tiny_maps_on_cpu():
+def test_conv2d_takes_the_matrix_product_path_for_1x1_and_tiny_maps_on_cpu():
     from flax import nnx
 
     from knifejax.models.layers import Conv2d
 
     conv = Conv2d(8, 8, 3, rngs=nnx.Rngs(0))
-    assert conv._tiny_map_as_patches((2, 2)) and not conv._tiny_map_as_patches((3, 3))
-    assert not Conv2d(8, 8, 1, rngs=nnx.Rngs(0))._tiny_map_as_patches((2, 2))  # 1×1: a plain matrix product already
-    assert not Conv2d(8, 8, 3, groups=8, rngs=nnx.Rngs(0))._tiny_map_as_patches((2, 2))
+    assert conv._as_matrix_product((2, 2)) and not conv._as_matrix_product((3, 3))
+    pointwise = Conv2d(8, 8, 1, rngs=nnx.Rngs(0))
+    assert pointwise._as_matrix_product((2, 2)) and pointwise._as_matrix_product((112, 112))
+    assert Conv2d(8, 16, 1, stride=2, rngs=nnx.Rngs(0))._as_matrix_product((56, 56))
+    assert not Conv2d(8, 8, 3, groups=8, rngs=nnx.Rngs(0))._as_matrix_product((2, 2))
     assert explicit_pads(conv.padding, (2, 2), (3, 3), 1) == ((1, 1), (1, 1))

@@ -119,7 +119,7 @@ class Conv2d(nnx.Module):
             k = kernel.shape[0]
             pads = explicit_pads(self.padding, x.shape[1:3], (k, k), self.stride)
             y = depthwise_conv(x, kernel[:, :, 0, :], self.stride, pads)
-        elif self._tiny_map_as_patches(x.shape[1:3]):
+        elif self._as_matrix_product(x.shape[1:3]):
             y = patches_conv(x, kernel, self.stride, self.dilation, self.padding)
         else:
             y = self._lax_conv(x, kernel)
@@ -134,14 +134,15 @@ class Conv2d(nnx.Module):
         depthwise = self.groups > 1 and self.groups == self.weight.shape[3] and self.weight.shape[2] == 1
         return depthwise and self.dilation == 1 and jax.default_backend() == "cpu"
 
-    def _tiny_map_as_patches(self, in_hw: tuple[int, int]) -> bool:
-        """A spatial kernel producing a map of a few pixels, on CPU: one matrix product over gathered patches
-        instead of XLA:CPU's convolution, which is pathologically slow there (`knifejax.models.patches_conv`)."""
+    def _as_matrix_product(self, in_hw: tuple[int, int]) -> bool:
+        """On CPU, a 1×1 convolution, or one producing a map of a few pixels, as a matrix product over gathered
+        patches (`knifejax.models.patches_conv`): XLA:CPU's convolution takes 2-7× longer for the 1×1 forward,
+        3-5× with its gradients, and is pathologically slow on tiny maps."""
         k = self.weight.shape[0]
-        if self.groups != 1 or k == 1 or jax.default_backend() != "cpu":
+        if self.groups != 1 or jax.default_backend() != "cpu":
             return False
         ho, wo = conv_output_hw(in_hw, k, self.stride, self.dilation, self.padding)
-        return ho * wo <= MAX_OUTPUT_PIXELS
+        return k == 1 or ho * wo <= MAX_OUTPUT_PIXELS
 
     def _lax_conv(self, x: Array, kernel: Array) -> Array:
         return jax.lax.conv_general_dilated(

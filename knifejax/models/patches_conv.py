@@ -1,13 +1,18 @@
-"""Convolution as one matrix product over gathered patches (im2col), for feature maps of a few pixels.
+"""Convolution as one matrix product over gathered patches (im2col): on CPU, for 1×1 kernels and for feature
+maps of a few pixels.
 
-XLA:CPU's convolution has a pathological case on tiny maps: a 3×3 convolution (padding 1) of a 2×2 map with 512
-channels, batch 16, takes 250-280 ms forward — 20× a 4×4 map's time, for a quarter of the work (1.1 GFLOP/s
-against 80-90) — and its gradient 530 ms. ResNet-18 and SKResNet-18 at 64 px end on 2×2 maps, so their train
-step ran slower at 64 px than at 128 px. Gathering the k² shifted, strided slices of the padded input and
-multiplying by the kernel reshaped to (k²·C_in, C_out) is exact (the same products and sums, in another
-order) and costs a few milliseconds there; its autodiff (slices, a concatenation, a product) is as cheap.
-For larger maps XLA's convolution wins, so `Conv2d` uses this form only on CPU for outputs of at most
-`MAX_OUTPUT_PIXELS` pixels.
+- 1×1 kernels (the expansion and projection of every MBConv block, ResNet's downsample shortcuts): XLA:CPU's
+  convolution is 2-7× slower than the same work as a matrix product in the forward pass and 3-5× with its
+  gradients; its kernel gradient transposes both operands (batch 32, EfficientNet-B0's shapes,
+  docs/performance.md). A 1×1 patch is the (strided) input itself, so the product is all there is.
+- Tiny maps: a 3×3 convolution (padding 1) of a 2×2 map with 512 channels, batch 16, takes 250-280 ms
+  forward — 20× a 4×4 map's time, for a quarter of the work (1.1 GFLOP/s against 80-90) — and its gradient
+  530 ms. ResNet-18 and SKResNet-18 at 64 px end on 2×2 maps.
+
+Gathering the k² shifted, strided slices of the padded input and multiplying by the kernel reshaped to
+(k²·C_in, C_out) is exact (the same products and sums, in another order); its autodiff (slices, a
+concatenation, a product) is as cheap. For larger maps and kernels XLA's convolution wins (the patches are k²
+copies of the input), so `Conv2d` uses this form only in these two cases, and only on CPU.
 """
 
 from __future__ import annotations
