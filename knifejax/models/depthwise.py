@@ -8,7 +8,7 @@ backward is written the same way:
 - input gradient: the output gradient, dilated by the stride (zeros between rows/columns) and padded by k - 1,
   summed over the k² shifts times the flipped kernel — a full correlation — then cropped to the unpadded input;
 - kernel gradient: for each of the k² taps, the sum over batch and positions of the tap's input slice times the
-  output gradient.
+  output gradient, a few images at a time so that the k² passes hit the cache.
 
 Same results as `lax.conv_general_dilated` up to float rounding (tests/test_depthwise.py).
 """
@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
+IMAGES_PER_CHUNK = 2
 
 
 def _taps(xp: jax.Array, k_h: int, k_w: int, out_h: int, out_w: int, stride: int):
@@ -62,16 +63,34 @@ def _fwd(x, w, stride, pads):
     return _forward(x, w, stride, pads), (x, w)
 
 
+def _kernel_gradient(xp: jax.Array, g: jax.Array, k_h: int, k_w: int, stride: int) -> jax.Array:
+    """(k_h·k_w, C): per tap, the sum over batch and positions of its input slice times the output gradient.
+
+    The k² taps read the same input and gradient; done over the whole batch at once, each tap is a pass over
+    memory. A loop over chunks of `IMAGES_PER_CHUNK` images keeps a chunk in cache while its taps are summed:
+    2-3× faster for EfficientNet-B0's layers at batch 32 (docs/performance.md)."""
+    n = xp.shape[0]
+    per_chunk = max(d for d in range(1, IMAGES_PER_CHUNK + 1) if n % d == 0)
+    out_h, out_w = g.shape[1:3]
+    acc_dtype = jnp.promote_types(g.dtype, jnp.float32)
+
+    def add_chunk(total, chunk):
+        xp_chunk, g_chunk = chunk
+        taps = [tap for _, _, tap in _taps(xp_chunk, k_h, k_w, out_h, out_w, stride)]
+        return total + jnp.stack([jnp.sum(tap * g_chunk, axis=(0, 1, 2), dtype=acc_dtype) for tap in taps]), None
+
+    chunks = (xp.reshape(n // per_chunk, per_chunk, *xp.shape[1:]), g.reshape(n // per_chunk, per_chunk, *g.shape[1:]))
+    total, _ = lax.scan(add_chunk, jnp.zeros((k_h * k_w, g.shape[3]), acc_dtype), chunks)
+    return total
+
+
 def _bwd(stride, pads, residuals, g):
     x, w = residuals
     xp = _pad(x, pads)
     k_h, k_w = w.shape[:2]
     out_h, out_w = g.shape[1:3]
 
-    grad_w = jnp.stack(
-        [jnp.sum(tap * g, axis=(0, 1, 2), dtype=jnp.promote_types(g.dtype, jnp.float32))
-         for _, _, tap in _taps(xp, k_h, k_w, out_h, out_w, stride)]
-    ).reshape(w.shape).astype(w.dtype)  # fmt: skip
+    grad_w = _kernel_gradient(xp, g, k_h, k_w, stride).reshape(w.shape).astype(w.dtype)
 
     # Output gradient placed on the padded input's grid of window starts, then padded for a full correlation.
     extra_h = (xp.shape[1] - k_h + 1) - ((out_h - 1) * stride + 1)
