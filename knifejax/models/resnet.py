@@ -16,14 +16,13 @@ from flax import nnx
 
 from knifejax.models import init
 from knifejax.models.layers import POOL_TYPES, BatchNorm2d, Conv2d, DropPath, Linear, head_forward, pool_feat_mult
+from knifejax.models.max_pool import max_pool
 from knifejax.models.registry import register_model
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """PyTorch MaxPool2d(kernel_size=3, stride=2, padding=1) on NHWC."""
-    return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
-    )
+    return max_pool(x, 3, 2, ((1, 1), (1, 1)))
 
 
 def _downsample(in_chs: int, out_chs: int, stride: int, rngs: nnx.Rngs) -> nnx.List | None:
