@@ -1,5 +1,9 @@
 """knifejax: fine-grained image classification in JAX with timm-equal Flax NNX models."""
 
+from knifejax.xla_cpu import apply_cpu_flags
+
+apply_cpu_flags()  # before anything can start JAX's CPU backend (knifejax.xla_cpu says why)
+
 from knifejax.ensemble import Ensemble, StackerConfig, average_scores, build_ensemble, load_ensemble
 from knifejax.explain import grad_cam
 from knifejax.io import CheckpointError, read_state_dict

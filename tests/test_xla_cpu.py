@@ -1,0 +1,30 @@
+"""`import knifejax` sets XLA:CPU's convolutions and matrix products to Eigen (knifejax.xla_cpu), leaves a user's
+own setting alone, and warns when it comes too late to apply."""
+
+import os
+import subprocess
+import sys
+
+from knifejax.xla_cpu import EIGEN_CONVOLUTIONS_AND_DOTS, FLAG
+
+
+def run(code: str, xla_flags: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    return subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True, check=True)
+
+
+def test_import_adds_the_flag_to_the_users_flags_and_leaves_a_user_setting_alone():
+    code = "import os, knifejax, jax; jax.numpy.ones(1).block_until_ready(); print(os.environ['XLA_FLAGS'])"
+    added = run(code, "--xla_force_host_platform_device_count=2").stdout.strip()
+    assert added == f"--xla_force_host_platform_device_count=2 {FLAG}={EIGEN_CONVOLUTIONS_AND_DOTS}"
+    own = f"{FLAG}=+individual_dot"
+    assert run(code, own).stdout.strip() == own
+
+
+def test_import_after_the_cpu_backend_started_warns_and_changes_nothing():
+    code = "import os, jax; jax.numpy.ones(1).block_until_ready(); import knifejax; print(os.environ.get('XLA_FLAGS'))"
+    result = run(code, None)
+    assert result.stdout.strip() == "None"
+    assert "imported after JAX started its CPU backend" in result.stderr and FLAG in result.stderr
