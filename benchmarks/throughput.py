@@ -135,6 +135,7 @@ def run_knifejax(args) -> dict:
         "peak_mem_bytes": device.memory_stats()["peak_bytes_in_use"] if args.device == "gpu" else max_rss_bytes(),
         "flops_per_step": float(cost["flops"]) if "flops" in cost else None,
         "device_name": device.device_kind if args.device == "gpu" else cpu_name(),
+        "setup": {"xla_flags": os.environ.get("XLA_FLAGS")},  # with the flag `import knifejax` adds on CPU
     }
 
 
