@@ -92,7 +92,9 @@ def max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_knifejax(args) -> dict:
+def knifejax_step(args):
+    """knifejax's step for `args` (model, mode, batch size, image size, precision) as a callable that runs one
+    step and waits for it; also the jitted function and its first inputs (for XLA's cost analysis)."""
     import jax
     import optax
     from flax import nnx
@@ -111,6 +113,7 @@ def run_knifejax(args) -> dict:
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         state = TrainState(params, rest, None, None)
         jitted = make_eval_step(graphdef, precision=args.precision)
+    first_inputs = (state, x, y)
 
     def step():
         nonlocal state
@@ -119,6 +122,13 @@ def run_knifejax(args) -> dict:
             state = out[0]
         jax.block_until_ready(out)
 
+    return step, jitted, first_inputs
+
+
+def run_knifejax(args) -> dict:
+    import jax
+
+    step, jitted, first_inputs = knifejax_step(args)
     start = time.perf_counter()
     step()
     compile_s = time.perf_counter() - start
@@ -126,7 +136,7 @@ def run_knifejax(args) -> dict:
     # XLA's estimate from the step's HLO before optimisation, analysed by the CPU backend whatever the device:
     # a GPU's compiled program runs its convolutions as cuDNN custom calls, whose FLOPs its analysis leaves out.
     cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-    specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), (state, x, y))
+    specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), first_inputs)
     cost = jitted.lower(*specs).cost_analysis() or {}
     device = jax.devices()[0]
     return {

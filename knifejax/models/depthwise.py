@@ -68,7 +68,7 @@ def _kernel_gradient(xp: jax.Array, g: jax.Array, k_h: int, k_w: int, stride: in
 
     The k² taps read the same input and gradient; done over the whole batch at once, each tap is a pass over
     memory. A loop over chunks of `IMAGES_PER_CHUNK` images keeps a chunk in cache while its taps are summed:
-    2-3× faster for EfficientNet-B0's layers at batch 32 (docs/performance.md)."""
+    1.6-2.7× faster for EfficientNet-B0's layers at batch 32 (docs/performance.md)."""
     n = xp.shape[0]
     per_chunk = max(d for d in range(1, IMAGES_PER_CHUNK + 1) if n % d == 0)
     out_h, out_w = g.shape[1:3]
