@@ -45,8 +45,9 @@ def profile(args) -> tuple[float, collections.Counter, collections.Counter]:
             if line.name == "python":
                 continue
             for event in line.events:
-                if "ThunkExecutor" in event.name or event.name.startswith("end: "):
-                    continue  # the executor's own spans enclose the operations; "end:" marks are instants
+                if "::" in event.name or event.name.startswith("end: "):
+                    continue  # runtime spans (ThunkExecutor::Execute encloses the operations, thread-pool
+                    # bookkeeping) and "end:" instants; XLA's operation names never contain "::"
                 kind = re.sub(r"\.\d+$", "", event.name)
                 seconds[kind] += event.duration_ns / 1e9 / args.steps
                 calls[kind] += 1 / args.steps

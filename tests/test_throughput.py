@@ -98,3 +98,17 @@ def test_failed_framework_is_reported_not_raised(tmp_path):
     result = json.loads(path.read_text())
     assert result["knifejax_img_s"] is None and result["knifejax_error"]
     assert "error" in proc.stdout
+
+
+def test_profile_step_sums_the_traced_operations_of_the_train_step():
+    import argparse
+
+    from benchmarks.profile_step import profile
+
+    args = argparse.Namespace(model="resnet18", mode="train", batch_size=2, image_size=32, precision="fp32", steps=2)
+    wall, seconds, calls = profile(args)
+    assert wall > 0 and sum(seconds.values()) > 0
+    # One step of a ResNet: its BatchNorm and ReLU fusions appear with whole numbers of calls per step, and no
+    # runtime span (thread pools, the executor) or python frame is counted as an operation.
+    assert all(abs(n - round(n)) < 1e-9 and n >= 1 for n in calls.values())
+    assert not any("::" in kind or kind.startswith("$") for kind in seconds)
