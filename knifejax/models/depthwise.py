@@ -25,7 +25,7 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 IMAGES_PER_CHUNK = 2
 
 
-def _taps(xp: jax.Array, k_h: int, k_w: int, out_h: int, out_w: int, stride: int):
+def window_taps(xp: jax.Array, k_h: int, k_w: int, out_h: int, out_w: int, stride: int):
     """Yield (a, b, slice) for every kernel tap: the input positions tap (a, b) meets, one per output pixel."""
     n, _, _, c = xp.shape
     for a in range(k_h):
@@ -47,7 +47,7 @@ def _forward(x: jax.Array, w: jax.Array, stride: int, pads: Pads) -> jax.Array:
     k_h, k_w = w.shape[:2]
     out_h, out_w = _out_size(xp.shape[1], k_h, stride), _out_size(xp.shape[2], k_w, stride)
     out = None
-    for a, b, tap in _taps(xp, k_h, k_w, out_h, out_w, stride):
+    for a, b, tap in window_taps(xp, k_h, k_w, out_h, out_w, stride):
         term = tap * w[a, b]
         out = term if out is None else out + term
     return out
@@ -76,7 +76,7 @@ def _kernel_gradient(xp: jax.Array, g: jax.Array, k_h: int, k_w: int, stride: in
 
     def add_chunk(total, chunk):
         xp_chunk, g_chunk = chunk
-        taps = [tap for _, _, tap in _taps(xp_chunk, k_h, k_w, out_h, out_w, stride)]
+        taps = [tap for _, _, tap in window_taps(xp_chunk, k_h, k_w, out_h, out_w, stride)]
         return total + jnp.stack([jnp.sum(tap * g_chunk, axis=(0, 1, 2), dtype=acc_dtype) for tap in taps]), None
 
     chunks = (xp.reshape(n // per_chunk, per_chunk, *xp.shape[1:]), g.reshape(n // per_chunk, per_chunk, *g.shape[1:]))

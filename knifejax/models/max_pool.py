@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-Pads = tuple[tuple[int, int], tuple[int, int]]
+from knifejax.models.depthwise import Pads, window_taps
 
 
 def _padded(x: jax.Array, pads: Pads) -> jax.Array:
@@ -26,13 +26,9 @@ def _padded(x: jax.Array, pads: Pads) -> jax.Array:
 
 
 def _windows(xp: jax.Array, k: int, stride: int):
-    """The k² strided slices of the padded input, in row-major window order; each is output-shaped."""
-    n, hp, wp, c = xp.shape
-    out_h, out_w = (hp - k) // stride + 1, (wp - k) // stride + 1
-    for a in range(k):
-        for b in range(k):
-            end = (n, a + (out_h - 1) * stride + 1, b + (out_w - 1) * stride + 1, c)
-            yield a, b, lax.slice(xp, (0, a, b, 0), end, (1, stride, stride, 1))
+    """(a, b, slice) for each of the k² window positions, row-major; each slice is output-shaped."""
+    out_h, out_w = ((size - k) // stride + 1 for size in xp.shape[1:3])
+    return window_taps(xp, k, k, out_h, out_w, stride)
 
 
 def _forward(x: jax.Array, k: int, stride: int, pads: Pads) -> jax.Array:
