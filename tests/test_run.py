@@ -149,3 +149,22 @@ def test_an_image_folder_is_relabelled_by_the_models_class_names(tmp_path):
     assert aligned.labels.tolist() == [2, 1] and aligned.class_names == ["dagger", "tanto", "bowie"]
     with pytest.raises(DataError, match="not classes of the model"):
         align_folder_labels(ImageFolderSource(tmp_path), ["tanto"])
+
+
+def test_prepare_data_without_progress_draws_no_bars(tmp_path, capsys):
+    from PIL import Image
+
+    from knifejax.train.data_setup import prepare_data
+
+    # A CSV of image files, so that both bars exist: checking the files and decoding them.
+    rows = ["Id,Label"]
+    for i in range(6):
+        Image.new("RGB", (20, 16), (40 * i, 90, 200)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{i % 2}")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    cfg = TrainConfig(data=str(tmp_path / "train.csv"), val_fraction=0.34, cache_dir=str(tmp_path / "cache"))
+    prepare_data(cfg, 16, log=lambda message: None, progress=False)
+    assert capsys.readouterr().err == ""
+    prepare_data(cfg.replace(cache_dir=str(tmp_path / "cache2")), 16, log=lambda message: None)
+    err = capsys.readouterr().err
+    assert "checking train files" in err and "decoding train images" in err

@@ -54,7 +54,7 @@ def cache_dir(cfg: TrainConfig) -> Path | None:
     return DEFAULT_CACHE_DIR if cfg.cache_dir == "default" else Path(cfg.cache_dir)
 
 
-def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callable[[str], None]):
+def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callable[[str], None], progress: bool):
     """(source without its bad items, report entry)."""
     fingerprint = source_fingerprint(source)
     folder = cache_dir(cfg)
@@ -63,7 +63,7 @@ def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callabl
         saved = json.loads(verdict.read_text())
         good, problems = np.asarray(saved["good"], np.int64), saved["problems"]
     elif hasattr(source, "paths") or hasattr(source, "row_problems"):
-        with tqdm(total=len(source), desc=f"checking {role} files", unit="img", leave=False) as bar:
+        with tqdm(total=len(source), desc=f"checking {role} files", unit="img", leave=False, disable=not progress) as bar:
             report = validate(source, num_classes, skip_bad=True, progress=lambda done, total: bar.update(1))
         good, problems = report.good, [str(p) for p in report.problems]
         if verdict is not None:
@@ -87,13 +87,16 @@ def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callabl
     return (source if len(good) == len(source) else Subset(source, good)), entry
 
 
-def _decoded(source, size: int, cfg: TrainConfig, role: str) -> DecodedImages:
-    with tqdm(total=len(source), desc=f"decoding {role} images", unit="img", leave=False) as bar:
+def _decoded(source, size: int, cfg: TrainConfig, role: str, progress: bool) -> DecodedImages:
+    with tqdm(total=len(source), desc=f"decoding {role} images", unit="img", leave=False, disable=not progress) as bar:
         return decode_source(source, size, cache_dir(cfg), cfg.workers, progress=lambda done, total: bar.update(1))
 
 
-def prepare_data(cfg: TrainConfig, size: int, log: Callable[[str], None] = print) -> PreparedData:
-    """Open, check and decode the training, validation and (optional) test data of `cfg` at `size` px."""
+def prepare_data(
+    cfg: TrainConfig, size: int, log: Callable[[str], None] = print, *, progress: bool = True
+) -> PreparedData:
+    """Open, check and decode the training, validation and (optional) test data of `cfg` at `size` px;
+    `progress=False` hides the checking and decoding bars (as `fit(progress=False)` / `--no-progress` do)."""
     opened = dict(
         root=cfg.root,
         classes_file=cfg.classes_file,
@@ -105,22 +108,22 @@ def prepare_data(cfg: TrainConfig, size: int, log: Callable[[str], None] = print
     class_names = list(train_source.class_names)
     num_classes = cfg.num_classes or len(class_names)
     report = {}
-    train_source, report["train"] = _checked(train_source, num_classes, cfg, "train", log)
-    train = _decoded(train_source, size, cfg, "train")
+    train_source, report["train"] = _checked(train_source, num_classes, cfg, "train", log, progress)
+    train = _decoded(train_source, size, cfg, "train", progress)
     if cfg.val_data is None:
         train_idx, val_idx = stratified_split(train.labels, cfg.val_fraction, cfg.seed)
         if len(val_idx) == 0:
             raise DataError(f"--val-fraction {cfg.val_fraction} leaves no validation images; raise it or give --val-data")
         train_split, val_split = Split(train, train_idx), Split(train, val_idx)
     else:
-        val_source, report["val"] = _checked(open_source(cfg.val_data, split="val", **opened), num_classes, cfg, "val", log)
-        val = _decoded(val_source, size, cfg, "val")
+        val_source, report["val"] = _checked(open_source(cfg.val_data, split="val", **opened), num_classes, cfg, "val", log, progress)
+        val = _decoded(val_source, size, cfg, "val", progress)
         train_split, val_split = Split(train, np.arange(len(train))), Split(val, np.arange(len(val)))
     test_split = None
     if cfg.test_data is not None:
         test_source, report["test"] = _checked(
-            open_source(cfg.test_data, split="test", **opened), num_classes, cfg, "test", log
+            open_source(cfg.test_data, split="test", **opened), num_classes, cfg, "test", log, progress
         )
-        test = _decoded(test_source, size, cfg, "test")
+        test = _decoded(test_source, size, cfg, "test", progress)
         test_split = Split(test, np.arange(len(test)))
     return PreparedData(train_split, val_split, test_split, class_names, report)

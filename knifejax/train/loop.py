@@ -171,7 +171,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
     if is_main:
         run.start(cfg)
     size = image_size(cfg, get_pretrained_cfg(cfg.model))
-    data = prepare_data(cfg, size, log)
+    data = prepare_data(cfg, size, log, progress=progress)
     num_classes = cfg.num_classes or len(data.class_names)
     if is_main:
         run.write_classes(data.class_names)
