@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.throughput import knifejax_step
+from benchmarks.throughput import add_step_arguments, knifejax_step
 
 
 def profile(args) -> tuple[float, collections.Counter, collections.Counter]:
@@ -56,11 +56,7 @@ def profile(args) -> tuple[float, collections.Counter, collections.Counter]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--mode", choices=("train", "infer"), default="train")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    add_step_arguments(parser)
     parser.add_argument("--steps", type=int, default=2, help="profiled steps")
     parser.add_argument("--top", type=int, default=12, help="operation kinds to list")
     args = parser.parse_args()

@@ -457,13 +457,18 @@ def run_one(args, frameworks: list[str], device: str, json_path: Path | None) ->
         json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The step's configuration, as `knifejax_step` reads it (also `benchmarks.profile_step`'s)."""
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--mode", choices=("train", "infer"), default="train")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_step_arguments(parser)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all frameworks")
