@@ -145,7 +145,8 @@ def run_knifejax(args) -> dict:
         "peak_mem_bytes": device.memory_stats()["peak_bytes_in_use"] if args.device == "gpu" else max_rss_bytes(),
         "flops_per_step": float(cost["flops"]) if "flops" in cost else None,
         "device_name": device.device_kind if args.device == "gpu" else cpu_name(),
-        "setup": {"xla_flags": os.environ.get("XLA_FLAGS")},  # with the flag `import knifejax` adds on CPU
+        # XLA_FLAGS with the flag `import knifejax` adds on CPU; LD_PRELOAD names a replacement allocator if any
+        "setup": {"xla_flags": os.environ.get("XLA_FLAGS"), "ld_preload": os.environ.get("LD_PRELOAD")},
     }
 
 
@@ -208,6 +209,7 @@ def run_torch(args, compile_model: bool) -> dict:
             "memory_format": "channels_last" if layout is torch.channels_last else "contiguous",
             "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "ld_preload": os.environ.get("LD_PRELOAD"),
         },
         "device_name": torch.cuda.get_device_name() if gpu else cpu_name(),
     }
