@@ -25,9 +25,11 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 IMAGES_PER_CHUNK = 2
 
 
-def window_taps(xp: jax.Array, k_h: int, k_w: int, out_h: int, out_w: int, stride: int):
-    """Yield (a, b, slice) for every kernel tap: the input positions tap (a, b) meets, one per output pixel."""
-    n, _, _, c = xp.shape
+def window_taps(xp: jax.Array, k_h: int, k_w: int, stride: int):
+    """Yield (a, b, slice) for every kernel tap, row-major: the input positions tap (a, b) meets, one per pixel
+    of the output (a window at each stride step of the padded input `xp`)."""
+    n, height, width, c = xp.shape
+    out_h, out_w = (height - k_h) // stride + 1, (width - k_w) // stride + 1
     for a in range(k_h):
         for b in range(k_w):
             end = (n, a + (out_h - 1) * stride + 1, b + (out_w - 1) * stride + 1, c)
@@ -38,16 +40,11 @@ def _pad(x: jax.Array, pads: Pads) -> jax.Array:
     return jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
 
 
-def _out_size(padded: int, k: int, stride: int) -> int:
-    return (padded - k) // stride + 1
-
-
 def _forward(x: jax.Array, w: jax.Array, stride: int, pads: Pads) -> jax.Array:
     xp = _pad(x, pads)
     k_h, k_w = w.shape[:2]
-    out_h, out_w = _out_size(xp.shape[1], k_h, stride), _out_size(xp.shape[2], k_w, stride)
     out = None
-    for a, b, tap in window_taps(xp, k_h, k_w, out_h, out_w, stride):
+    for a, b, tap in window_taps(xp, k_h, k_w, stride):
         term = tap * w[a, b]
         out = term if out is None else out + term
     return out
@@ -71,12 +68,11 @@ def _kernel_gradient(xp: jax.Array, g: jax.Array, k_h: int, k_w: int, stride: in
     1.6-2.7× faster for EfficientNet-B0's layers at batch 32 (docs/performance.md)."""
     n = xp.shape[0]
     per_chunk = max(d for d in range(1, IMAGES_PER_CHUNK + 1) if n % d == 0)
-    out_h, out_w = g.shape[1:3]
     acc_dtype = jnp.promote_types(g.dtype, jnp.float32)
 
     def add_chunk(total, chunk):
         xp_chunk, g_chunk = chunk
-        taps = [tap for _, _, tap in window_taps(xp_chunk, k_h, k_w, out_h, out_w, stride)]
+        taps = [tap for _, _, tap in window_taps(xp_chunk, k_h, k_w, stride)]
         return total + jnp.stack([jnp.sum(tap * g_chunk, axis=(0, 1, 2), dtype=acc_dtype) for tap in taps]), None
 
     chunks = (xp.reshape(n // per_chunk, per_chunk, *xp.shape[1:]), g.reshape(n // per_chunk, per_chunk, *g.shape[1:]))

@@ -25,15 +25,9 @@ def _padded(x: jax.Array, pads: Pads) -> jax.Array:
     return lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
 
 
-def _windows(xp: jax.Array, k: int, stride: int):
-    """(a, b, slice) for each of the k² window positions, row-major; each slice is output-shaped."""
-    out_h, out_w = ((size - k) // stride + 1 for size in xp.shape[1:3])
-    return window_taps(xp, k, k, out_h, out_w, stride)
-
-
 def _forward(x: jax.Array, k: int, stride: int, pads: Pads) -> jax.Array:
     out = None
-    for _, _, tap in _windows(_padded(x, pads), k, stride):
+    for _, _, tap in window_taps(_padded(x, pads), k, k, stride):
         out = tap if out is None else jnp.maximum(out, tap)
     return out
 
@@ -56,7 +50,7 @@ def _bwd(k, stride, pads, residuals, g):
     zero = jnp.zeros((), g.dtype)
     claimed = jnp.zeros(y.shape, bool)
     grad_xp = None
-    for a, b, tap in _windows(xp, k, stride):
+    for a, b, tap in window_taps(xp, k, k, stride):
         first_max = (tap == y) & ~claimed
         claimed = claimed | first_max
         # This window tap's share, placed back on the padded input's grid (stride - 1 zeros in between).
