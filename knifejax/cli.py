@@ -17,6 +17,7 @@ import types
 import typing
 from pathlib import Path
 
+from knifejax.data.decode import DEFAULT_MAX_PIXELS
 from knifejax.data.open import SPEC_HELP
 
 EXAMPLES = """examples:
@@ -132,7 +133,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     predictor = _predictor(args)
     files = image_files(args.images)
-    top, probs = predictor.top_k(predictor.load_images(files), args.top)
+    top, probs = predictor.top_k(predictor.load_images(files, args.max_image_pixels), args.top)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
@@ -160,6 +161,7 @@ def _open_labelled(args: argparse.Namespace, predictor):
         synthetic_classes=args.synthetic_classes,
         synthetic_per_class=args.synthetic_per_class,
         synthetic_size=predictor.size,
+        max_pixels=args.max_image_pixels,
     )
     if isinstance(source, ImageFolderSource):
         source = align_folder_labels(source, predictor.class_names)
@@ -179,7 +181,7 @@ def _cmd_gradcam(args: argparse.Namespace) -> None:
     predictor = _predictor(args)
     if args.images:
         files = image_files(args.images)
-        data = predictor.load_images(files)
+        data = predictor.load_images(files, args.max_image_pixels)
         names = [f"{i:04d}_{path.stem}" for i, path in enumerate(files)]
         labels = None
     else:
@@ -263,6 +265,8 @@ def _add_trained_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-size", type=int, help="input size for --model (default: its pretrained size)")
     group.add_argument("--norm", choices=("model", "imagenet"), default="model", help="normalisation for --model")
     group.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    group.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help=f"refuse image files with more pixels than this (default: {DEFAULT_MAX_PIXELS})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -404,7 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
     except user_errors as error:
-        raise SystemExit(f"error: {error}") from None
+        print(f"knifejax: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ import numpy as np
 from flax import nnx
 
 from knifejax.data.cache import DecodedImages, resize_square
-from knifejax.data.decode import load_rgb
+from knifejax.data.decode import DEFAULT_MAX_PIXELS, load_rgb
 from knifejax.data.errors import DataError
 from knifejax.data.sources import IMAGE_EXTENSIONS, ImageFolderSource
-from knifejax.io.readers import read_state_dict
+from knifejax.io.errors import CheckpointError
+from knifejax.io.readers import open_state_dict
 from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.data_setup import Split
 from knifejax.train.loop import metrics_from_logits, predict_logits
@@ -53,12 +54,17 @@ class Predictor:
         batch_size: int = 32,
     ) -> Predictor:
         """A model made elsewhere: its class count is read from the checkpoint's classifier."""
-        state_dict = read_state_dict(weights)
         classifier = f"{get_pretrained_cfg(model_name)['classifier']}.weight"
-        if classifier not in state_dict:
-            raise DataError(f"{weights}: no classifier weight {classifier!r}, so the class count is unknown")
-        num_classes = state_dict[classifier].shape[0]
-        model = load_timm_weights(create_model(model_name, num_classes=num_classes), state_dict)
+        with open_state_dict(weights) as checkpoint:
+            if classifier not in checkpoint.entries:
+                raise CheckpointError(f"{weights}: no classifier weight {classifier!r}, so the class count is unknown")
+            # Read, not just its shape taken: the class count builds the model, so it must be a tensor the file holds.
+            weight = checkpoint.read([classifier])[classifier]
+        if weight.ndim != 2 or weight.shape[0] < 1:
+            raise CheckpointError(f"{weights}: the classifier weight {classifier!r} has shape {weight.shape}, not "
+                                  "(classes, features)")
+        num_classes = weight.shape[0]
+        model = load_timm_weights(create_model(model_name, num_classes=num_classes), weights)
         if class_names is None:
             class_names = [f"class_{i}" for i in range(num_classes)]
         if len(class_names) != num_classes:
@@ -73,12 +79,12 @@ class Predictor:
         """Loss, MAP@1, MAP@5 and acc@5 over every image of `data`."""
         return metrics_from_logits(self.logits(data), data.labels)
 
-    def load_images(self, paths: list[Path]) -> DecodedImages:
+    def load_images(self, paths: list[Path], max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImages:
         """Decode and resize image files; one DataError lists every file that cannot be read."""
         images, problems = [], []
         for path in paths:
             try:
-                images.append(resize_square(load_rgb(path), self.size))
+                images.append(resize_square(load_rgb(path, max_pixels), self.size))
             except DataError as error:
                 problems.append(str(error))
         if problems:

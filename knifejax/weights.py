@@ -17,13 +17,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from knifejax.io import CheckpointError, read_state_dict
+from knifejax.io import CheckpointError
+from knifejax.io.readers import open_state_dict
 
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
+_MAX_LISTED = 10
 
 
 class WeightMismatchError(CheckpointError):
-    """A checkpoint does not fit the model: lists every missing, unexpected and mis-shaped key."""
+    """A checkpoint does not fit the model. The message (one line) names the first keys of each kind; the
+    attributes `missing`, `unexpected` and `mismatched` list them all."""
+
+    def __init__(self, message: str, missing: list[str], unexpected: list[str], mismatched: list[str]) -> None:
+        super().__init__(message)
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A checkpoint holds NaN or infinite values: names the keys."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,8 @@ def _classifier_prefix(model: nnx.Module) -> str | None:
 
 
 def _format_keys(title: str, keys: list[str]) -> str:
-    return f"  {title} ({len(keys)}):\n" + "\n".join(f"    {k}" for k in keys)
+    more = f" and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+    return f"{title} ({len(keys)}): " + ", ".join(keys[:_MAX_LISTED]) + more
 
 
 def load_timm_weights(
@@ -82,33 +94,59 @@ def load_timm_weights(
     would when timm loads pretrained weights — a ViT resamples position embeddings made for another input
     size (see `knifejax.models.vit`). Keys are matched after that, with the same checks.
 
-    All or nothing: on any problem one `WeightMismatchError` lists every missing, unexpected and
-    mis-shaped key and the model is left unchanged. A classifier for another class count is not an
+    All or nothing: on any problem one `WeightMismatchError` names the missing, unexpected and mis-shaped
+    keys (all of them in its attributes) and the model is left unchanged. Names and shapes are compared before any tensor is read,
+    so a file that does not fit costs no more memory than its header; only the model's keys are read. A
+    weight holding NaN or infinity is refused (`NonFiniteWeightsError`, naming the keys). A classifier for another class count is not an
     error: it keeps its fresh initialisation and a warning says so.
     """
-    state = {k: v for k, v in read_state_dict(weights).items() if not k.endswith(_IGNORED_SUFFIXES)}
-    adapt = getattr(model, "adapt_timm_state", None)
-    if callable(adapt):
-        state = adapt(state)
-    slots = timm_slots(model)
+    source = f" from {os.fspath(weights)}" if isinstance(weights, (str, os.PathLike)) else ""
+    with open_state_dict(weights) as checkpoint:
+        state = {k: v for k, v in checkpoint.entries.items() if not k.endswith(_IGNORED_SUFFIXES)}
+        adapt = getattr(model, "adapt_timm_state", None)
+        if callable(adapt):
+            state = adapt(state)
+        slots = timm_slots(model)
+        state, slots = _without_foreign_head(model, state, slots)
+        _check_fit(model, state, slots, strict, source)
+        wanted = [k for k in slots if k in state]
+        arrays = checkpoint.read(k for k in wanted if state[k] is checkpoint.entries.get(k))
+        arrays.update({k: np.asarray(state[k]) for k in wanted if k not in arrays})  # what adapt made
+    _check_finite(arrays, source)
+    converted = {}
+    for key, array in arrays.items():
+        slot = slots[key]
+        # A copy, never a view: the source may be a live torch state dict that keeps training.
+        converted[key] = jnp.array(slot.from_torch(array), dtype=slot.variable[...].dtype, copy=True)
+    for key, value in converted.items():
+        slots[key].variable[...] = value
+    return model
 
+
+def _without_foreign_head(model: nnx.Module, state: dict, slots: dict[str, _Slot]) -> tuple[dict, dict]:
+    """Drop a checkpoint classifier made for another class count (with a warning): the model's stays fresh."""
     head = _classifier_prefix(model)
-    if head is not None:
-        ckpt_head = {k for k in state if k.startswith(head)}
-        model_head = {k for k in slots if k.startswith(head)}
-        head_differs = ckpt_head != model_head or any(
-            tuple(state[k].shape) != slots[k].torch_shape for k in ckpt_head
-        )
-        if ckpt_head and head_differs:
-            shapes = ", ".join(f"{k} {tuple(state[k].shape)}" for k in sorted(ckpt_head))
-            warnings.warn(
-                f"checkpoint classifier ({shapes}) does not fit this model's "
-                f"{getattr(model, 'num_classes', '?')} classes: the classifier keeps its fresh initialisation",
-                stacklevel=2,
-            )
-            state = {k: v for k, v in state.items() if k not in ckpt_head}
-            slots = {k: v for k, v in slots.items() if k not in model_head}
+    if head is None:
+        return state, slots
+    ckpt_head = {k for k in state if k.startswith(head)}
+    model_head = {k for k in slots if k.startswith(head)}
+    head_differs = ckpt_head != model_head or any(tuple(state[k].shape) != slots[k].torch_shape for k in ckpt_head)
+    if not (ckpt_head and head_differs):
+        return state, slots
+    shapes = ", ".join(f"{k} {tuple(state[k].shape)}" for k in sorted(ckpt_head))
+    warnings.warn(
+        f"checkpoint classifier ({shapes}) does not fit this model's "
+        f"{getattr(model, 'num_classes', '?')} classes: the classifier keeps its fresh initialisation",
+        stacklevel=3,
+    )
+    return (
+        {k: v for k, v in state.items() if k not in ckpt_head},
+        {k: v for k, v in slots.items() if k not in model_head},
+    )
 
+
+def _check_fit(model: nnx.Module, state: dict, slots: dict[str, _Slot], strict: bool, source: str) -> None:
+    """Names and shapes against the model, before any tensor is read (shapes are known from the header)."""
     missing = sorted(k for k in slots if k not in state)
     unexpected = sorted(k for k in state if k not in slots)
     mismatched = sorted(
@@ -120,22 +158,23 @@ def load_timm_weights(
         parts = [_format_keys(t, ks) for t, ks in
                  (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if ks]
         name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
-        source = f" from {os.fspath(weights)}" if isinstance(weights, (str, os.PathLike)) else ""
         raise WeightMismatchError(
-            f"checkpoint{source} does not fit {name}; the model was left unchanged.\n" + "\n".join(parts)
-            + "\nCheck that the checkpoint was made for this architecture (and the model was created with the "
-            "same num_classes / global_pool), or pass strict=False to ignore missing and unexpected keys."
+            f"checkpoint{source} does not fit {name} (the model was left unchanged): " + "; ".join(parts)
+            + ". Check that the checkpoint was made for this architecture (and the model was created with the "
+            "same num_classes / global_pool), or pass strict=False to ignore missing and unexpected keys",
+            missing, unexpected, mismatched,
         )
 
-    converted = {}
-    for key, slot in slots.items():
-        if key in state:
-            target = slot.variable[...]
-            # A copy, never a view: the source may be a live torch state dict that keeps training.
-            converted[key] = jnp.array(slot.from_torch(np.asarray(state[key])), dtype=target.dtype, copy=True)
-    for key, value in converted.items():
-        slots[key].variable[...] = value
-    return model
+
+def _check_finite(arrays: dict[str, np.ndarray], source: str) -> None:
+    """NaN or infinity in a weight is a damaged file or a diverged run: refuse it rather than predict NaN."""
+    bad = [k for k, a in arrays.items() if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all()]
+    if bad:
+        listed = ", ".join(bad[:_MAX_LISTED]) + (f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else "")
+        raise NonFiniteWeightsError(
+            f"checkpoint{source} holds NaN or infinite values in {listed}; the model was left unchanged. "
+            "The file is damaged or was saved from a diverged run: use an earlier checkpoint"
+        )
 
 
 def timm_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:

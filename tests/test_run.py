@@ -3,6 +3,7 @@ CLI's evaluate/predict on a trained run."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,8 +122,10 @@ def test_cli_evaluate_and_predict_on_a_run(finished_run, tmp_path, capsys):
     assert "MAP@5" in printed and "MAP@1" in printed and "acc@5" in printed
     map5 = float(printed.split("MAP@5")[1].split()[0])
     assert 0 < map5 <= 1
-    with pytest.raises(SystemExit, match=r"^error: .*missing\.csv"):  # a message to act on, not a traceback
+    with pytest.raises(SystemExit) as exit_info:  # a message to act on, not a traceback
         cli_main(["evaluate", "--run", str(finished_run), "--data", str(tmp_path / "missing.csv")])
+    assert exit_info.value.code == 2
+    assert re.fullmatch(r"knifejax: error: .*missing\.csv.*\n", capsys.readouterr().err)
 
     folder = tmp_path / "photos"
     folder.mkdir()

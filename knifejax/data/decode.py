@@ -19,6 +19,14 @@ Unlike OpenCV, which fills a truncated JPEG with grey and only warns, a truncate
 error: Pillow raises when pixel data is missing, and a JPEG must hold an end-of-image marker
 after its first scan and a PNG its ``IEND`` chunk (libpng makes ``cv2.imread`` fail without it).
 These marker checks also hold when ``ImageFile.LOAD_TRUNCATED_IMAGES`` has been set elsewhere.
+
+Files from outside are read with bounds: only regular files are opened (``open_regular``; a FIFO or
+``/dev/zero`` named by a CSV is a bad file, not a hang), and an image is refused from its header, before
+decoding, when it has more than ``max_pixels`` pixels (default ``DEFAULT_MAX_PIXELS``, 64 megapixels: more
+than any phone's default mode, about 0.6 GB to decode; a 420 KB PNG can declare 12000 x 12000).  The file
+itself may hold at most 8 bytes per allowed pixel (16-bit RGBA, uncompressed).  Pillow's global
+``Image.MAX_IMAGE_PIXELS`` is left as the host set it: it still warns above its value and stops images above
+twice it (about 179 megapixels by default), whatever ``max_pixels`` allows.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from knifejax.data.errors import DataError
+from knifejax.data.regular_file import NotRegularFileError, open_regular
+
+DEFAULT_MAX_PIXELS = 64_000_000
+_MAX_BYTES_PER_PIXEL = 8
 
 _JPEG_START = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
@@ -45,16 +57,17 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Imag
 _FIX_TRUNCATED = "copy or download it again, or leave it out of the dataset"
 
 
-def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
+def load_rgb(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as a writable uint8 array (H, W, 3) in RGB order, as the baseline did.
 
-    Raises ``DataError`` naming the file when it is missing, unreadable, not an image, truncated,
-    or has 32-bit float pixels (not supported).
+    Raises ``DataError`` naming the file when it is missing, not a regular file, unreadable, not an
+    image, truncated, larger than ``max_pixels`` pixels, or has 32-bit float pixels (not supported).
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, max_pixels * _MAX_BYTES_PER_PIXEL)
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(path, image.size, max_pixels)
             image.load()
             _check_complete(path, data)
             return _to_rgb(path, ImageOps.exif_transpose(image))
@@ -70,15 +83,31 @@ def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"{path}: cannot decode it as an image ({error}); replace or remove it") from error
 
 
-def _read_bytes(path: Path) -> bytes:
+def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise DataError(
+            f"{path}: {width} x {height} pixels is more than the limit of {max_pixels}; shrink the image, or "
+            "raise the limit (--max-image-pixels, TrainConfig.max_image_pixels) if the machine has the memory"
+        )
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
     try:
-        return path.read_bytes()
+        with open_regular(path) as file:
+            data = file.read(max_bytes + 1)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; check the path, or leave the entry out") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not an image file") from None
+    except NotRegularFileError as error:
+        raise DataError(f"{path}: {error.strerror}; only image files can be read, leave it out") from None
     except OSError as error:
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from error
+    if len(data) > max_bytes:
+        raise DataError(
+            f"{path}: the file is larger than {max_bytes} bytes, more than any image within the pixel limit "
+            "needs; leave it out, or raise the limit (--max-image-pixels)"
+        )
+    return data
 
 
 def _check_complete(path: Path, data: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from knifejax.data.decode import DEFAULT_MAX_PIXELS
 from knifejax.data.errors import DataError
 from knifejax.data.sources import CsvSource, ImageFolderSource
 from knifejax.data.synthetic import SyntheticKnives
@@ -20,11 +21,13 @@ def open_source(
     synthetic_classes: int = 192,
     synthetic_per_class: int = 40,
     synthetic_size: int = 64,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ):
     """The source `spec` names ({SPEC_HELP}).
 
     `split` ("train", "val" or "test") picks the synthetic set's split (validation and test get a quarter
-    of `synthetic_per_class`, at least 2) and a tfds split when the spec names none.
+    of `synthetic_per_class`, at least 2) and a tfds split when the spec names none. Image files with more than
+    `max_pixels` pixels are bad files.
     """
     if spec == "synthetic":
         per_class = synthetic_per_class if split == "train" else max(2, synthetic_per_class // 4)
@@ -38,9 +41,9 @@ def open_source(
     if path.suffix.lower() == ".csv":
         if not path.is_file():
             raise DataError(f"{path}: no such CSV file")
-        return CsvSource(path, root=root, classes_file=classes_file)
+        return CsvSource(path, root=root, classes_file=classes_file, max_pixels=max_pixels)
     if path.is_dir():
-        return ImageFolderSource(path)
+        return ImageFolderSource(path, max_pixels=max_pixels)
     raise DataError(f"{spec!r} names no data source: give {SPEC_HELP}")
 
 

@@ -2,12 +2,15 @@
 
 A source has ``len(source)``, ``source[i] -> {"image": uint8 (H, W, 3), "label": int}``,
 ``labels`` (an int64 array, read without decoding any image) and ``class_names``; file-based
-sources also have ``paths``.  Images are decoded by ``load_rgb`` on every access, nothing cached.
+sources also have ``paths`` and ``max_pixels`` (the pixel limit their images are decoded with).  Images are
+decoded by ``load_rgb`` on every access, nothing cached.  Files and folders whose names start with a dot
+(``.ipynb_checkpoints``, ``.DS_Store``) are never part of a dataset.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -15,8 +18,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from knifejax.data.decode import load_rgb
+from knifejax.data.decode import DEFAULT_MAX_PIXELS, load_rgb
 from knifejax.data.errors import DataError
+from knifejax.data.regular_file import NotRegularFileError, open_regular
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CSV_COLUMNS = ("Id", "Label")
@@ -42,7 +46,8 @@ class CsvSource:
     ``./Train/<Class_Dir>/IMG_4107.JPEG``; ``Label`` is the class index.  Other columns are
     ignored.  Class names come from ``classes_file`` (line i names label i) when given; else from
     the folder holding the images when every label has its own single folder; else they are
-    ``class_<i>``.  There are ``len(classes file)`` classes, or else the largest label + 1.
+    ``class_<i>``.  There are ``len(classes file)`` classes, or else the largest label + 1.  Images larger
+    than ``max_pixels`` are bad files (``load_rgb``).
 
     Every data row is an item, even one that cannot be used: ``row_problems[i]`` says what is
     wrong with row ``row_numbers[i]`` (its line in the file, the header being line 1), its
@@ -55,8 +60,10 @@ class CsvSource:
         csv_path: str | os.PathLike[str],
         root: str | os.PathLike[str] | None = None,
         classes_file: str | os.PathLike[str] | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.csv_path = Path(csv_path)
+        self.max_pixels = max_pixels
         self.root = Path(root) if root is not None else self.csv_path.parent
         self.ids: list[str] = []
         self.row_numbers: list[int] = []
@@ -82,22 +89,27 @@ class CsvSource:
         problem = self.row_problems[index]
         if problem is not None:
             raise DataError(f"{self.csv_path}: row {self.row_numbers[index]}: {problem}")
-        return {"image": load_rgb(self.paths[index]), "label": int(self.labels[index])}
+        return {"image": load_rgb(self.paths[index], self.max_pixels), "label": int(self.labels[index])}
 
 
 class ImageFolderSource:
     """One sub-folder of ``root`` per class, labelled 0..n-1 in sorted order, like torchvision's ImageFolder.
 
-    Images are found in each class folder and below it (symlinks followed), by extension,
-    case-insensitively (``IMAGE_EXTENSIONS``), in torchvision's order.  A class folder without
-    images is an error, as in torchvision: it would be a class no sample can teach.
+    Images are found in each class folder and below it, by extension, case-insensitively
+    (``IMAGE_EXTENSIONS``), in torchvision's order.  Symlinks are followed (datasets on another disk
+    are linked in); a link that leads back into a folder above it is a loop, an error naming the link,
+    where torchvision would walk it until the path grows too long.  A class folder without images is an
+    error, as in torchvision: it would be a class no sample can teach.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.root = Path(root)
+        self.max_pixels = max_pixels
         if not self.root.is_dir():
             raise DataError(f"{self.root}: no such folder")
-        self.class_names = sorted(entry.name for entry in os.scandir(self.root) if entry.is_dir())
+        self.class_names = sorted(
+            entry.name for entry in os.scandir(self.root) if entry.is_dir() and not _hidden(entry.name)
+        )
         if not self.class_names:
             raise DataError(f"{self.root}: no class folders; put each class's images in a folder of its own")
         self.paths: list[Path] = []
@@ -117,7 +129,7 @@ class ImageFolderSource:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": load_rgb(self.paths[index]), "label": int(self.labels[index])}
+        return {"image": load_rgb(self.paths[index], self.max_pixels), "label": int(self.labels[index])}
 
 
 class Subset:
@@ -132,6 +144,7 @@ class Subset:
         self.indices = indices
         self.labels = np.asarray(source.labels)[indices]
         self.class_names = source.class_names
+        self.max_pixels = getattr(source, "max_pixels", DEFAULT_MAX_PIXELS)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -189,7 +202,7 @@ def _val_members(labels: np.ndarray, label: int, val_fraction: float, seed: int)
 def _read_csv_rows(csv_path: Path) -> list[tuple[int, dict[str, str], str | None]]:
     """``(row number, {column: value}, problem or None)`` for each non-blank data row."""
     try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as file:
+        with io.TextIOWrapper(open_regular(csv_path), encoding="utf-8-sig", newline="") as file:
             reader = csv.reader(file)
             header = [name.strip() for name in next(reader, [])]
             _check_header(csv_path, header)
@@ -200,6 +213,8 @@ def _read_csv_rows(csv_path: Path) -> list[tuple[int, dict[str, str], str | None
             ]
     except FileNotFoundError:
         raise DataError(f"{csv_path}: no such CSV file") from None
+    except NotRegularFileError as error:
+        raise DataError(f"{csv_path}: {error.strerror}; give the CSV file itself") from None
     except (csv.Error, UnicodeDecodeError) as error:
         raise DataError(f"{csv_path}: cannot parse it as a UTF-8 CSV file ({error})") from error
     except OSError as error:
@@ -232,6 +247,8 @@ def _parse_row(row: dict[str, str], problem: str | None) -> tuple[str, int, str 
     label_text = row.get("Label", "").strip()
     if problem is None and not id_:
         problem = "the Id (image path) is empty"
+    if problem is None and "\0" in id_:
+        problem = "the Id (image path) holds a NUL character"
     if problem is None and not _is_int(label_text):
         problem = f"the Label {label_text!r} is not an integer"
     return id_, MISSING_LABEL if problem else int(label_text), problem
@@ -247,7 +264,10 @@ def _is_int(text: str) -> bool:
 
 def _read_class_names(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        with open_regular(path) as file:
+            lines = file.read().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: the classes file is not UTF-8 text ({error})") from error
     except OSError as error:
         raise DataError(f"{path}: cannot read the classes file ({error.strerror or error})") from error
     names = [line.strip() for line in lines]
@@ -270,11 +290,48 @@ def _class_names_from_folders(ids: list[str], labels: np.ndarray) -> list[str]:
     return [names.get(label, f"class_{label}") for label in range(num_classes)]
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """Image files in and below ``folder``, in torchvision ``make_dataset``'s order."""
+    """Image files in and below ``folder``, in torchvision ``make_dataset``'s order (its walk, sorted).
+
+    Symlinks are followed; a folder met again below itself, by ``(st_dev, st_ino)``, is a loop and an error
+    (reported once: the walk stops there).  Hidden files and folders are left out.
+    """
+    walked: list[tuple[str, list[str]]] = []
+    pending = [(folder, (_identity(folder),))]
+    while pending:
+        directory, ancestors = pending.pop()
+        try:
+            entries = sorted((e for e in os.scandir(directory) if not _hidden(e.name)), key=lambda e: e.name)
+        except OSError as error:
+            raise DataError(f"{directory}: cannot list the folder ({error.strerror or error})") from error
+        walked.append((str(directory), [e.name for e in entries if not e.is_dir()]))
+        below = []
+        for entry in (e for e in entries if e.is_dir()):
+            identity = _identity(Path(entry.path))
+            if identity in ancestors:
+                raise DataError(
+                    f"{entry.path}: a symlink loop, it leads back to {_ancestor(Path(entry.path), identity)}; "
+                    "remove the link or point it outside the dataset"
+                )
+            below.append((Path(entry.path), (*ancestors, identity)))
+        pending += reversed(below)
     return [
         Path(directory, name)
-        for directory, _, names in sorted(os.walk(folder, followlinks=True))
-        for name in sorted(names)
+        for directory, names in sorted(walked)
+        for name in names
         if name.lower().endswith(IMAGE_EXTENSIONS)
     ]
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_dev, info.st_ino
+
+
+def _ancestor(path: Path, identity: tuple[int, int]) -> Path:
+    """The folder above ``path`` that ``identity`` names: where the loop closes."""
+    return next(parent for parent in path.parents if parent.exists() and _identity(parent) == identity)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from knifejax.data.decode import load_rgb
+from knifejax.data.decode import DEFAULT_MAX_PIXELS, load_rgb
 from knifejax.data.errors import DataError
 
 
@@ -81,7 +81,8 @@ def _item_problems(
     if paths is None:
         where, image_problem = f"item {index}", _image_problem(source, index)
     else:
-        where, image_problem = str(paths[index]), _file_problem(paths[index])
+        max_pixels = getattr(source, "max_pixels", DEFAULT_MAX_PIXELS)
+        where, image_problem = str(paths[index]), _file_problem(paths[index], max_pixels)
     problems = [] if image_problem is None else [image_problem]
     label_problem = _label_problem(source.labels[index], num_classes)
     if label_problem is not None:
@@ -100,10 +101,10 @@ def _label_problem(label: Any, num_classes: int) -> str | None:
     return None
 
 
-def _file_problem(path: Path) -> str | None:
+def _file_problem(path: Path, max_pixels: int) -> str | None:
     """``load_rgb``'s error message (it names the file), or None when the file decodes fully."""
     try:
-        load_rgb(path)
+        load_rgb(path, max_pixels)
     except DataError as error:
         return str(error)
     return None

@@ -15,6 +15,14 @@ reconstructors, not torch's); every other global -- ``argparse.Namespace`` in a 
 checkpoint or ``os.system`` in a malicious file alike -- becomes an inert ``Opaque`` class that only
 records how the pickle tried to build it.  Tensors come back as ``LazyTensor`` records that are
 read into numpy arrays on demand with ``LazyTensor.numpy()``.
+
+A hostile file can also try to *change* what it built: pickle's BUILD opcode writes into any object's
+``__dict__`` (frozen dataclasses included) or calls its ``__setstate__`` -- numpy's dtype objects accept
+one that rewrites their item size, process-wide.  So the pickle never sees a numpy object: dtypes are
+names, and every record it can reach (``LazyTensor``, ``Storage``, storage types, dtypes) refuses BUILD.
+A tensor's geometry is checked by ``LazyTensor.check()`` once the whole pickle has been read, on those
+immutable records, and ``numpy()`` reads only bytes that the check proved to lie inside the storage.
+Memory is bounded as ``knifejax.io.limits`` states.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ import abc
 import collections
 import functools
 import io
+import math
 import os
 import pickle
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +45,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from knifejax.io.errors import CheckpointError
+from knifejax.io.limits import MAX_PICKLE_BYTES, BoundedZip, LimitedReader
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -46,27 +55,25 @@ _PICKLE_PROTO_OPCODE = b"\x80"
 # Legacy ``<type>Storage`` classes name the element type of the storage.  ``UntypedStorage`` (used
 # by torch >= 2.1 for dtypes without a legacy storage class) is bytes; the tensor dtype then comes
 # as an explicit argument of ``_rebuild_tensor_v3``.
-_STORAGE_DTYPES: dict[str, np.dtype] = {
-    name: np.dtype(dtype)
-    for name, dtype in {
-        "DoubleStorage": np.float64,
-        "FloatStorage": np.float32,
-        "HalfStorage": np.float16,
-        "BFloat16Storage": ml_dtypes.bfloat16,
-        "LongStorage": np.int64,
-        "IntStorage": np.int32,
-        "ShortStorage": np.int16,
-        "CharStorage": np.int8,
-        "ByteStorage": np.uint8,
-        "BoolStorage": np.bool_,
-        "ComplexFloatStorage": np.complex64,
-        "ComplexDoubleStorage": np.complex128,
-        "UntypedStorage": np.uint8,
-    }.items()
+_STORAGE_DTYPE_NAMES: dict[str, str] = {
+    "DoubleStorage": "float64",
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+    "UntypedStorage": "uint8",
 }
 
-# ``torch.<dtype>`` globals, pickled by their canonical name.
-_TORCH_DTYPES: dict[str, np.dtype] = {
+# ``torch.<dtype>`` globals, pickled by their canonical name, and the numpy dtype of each.  The pickle
+# only ever holds the name (see the module docstring).
+_DTYPES: dict[str, np.dtype] = {
     name: np.dtype(dtype)
     for name, dtype in {
         "float64": np.float64,
@@ -140,52 +147,111 @@ def _pickled_module_name(obj: Any) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _StorageType:
-    """What a ``torch.<X>Storage`` global unpickles to: just its element dtype."""
+class _Record:
+    """A record the pickle builds through our reconstructors: immutable, even to pickle's BUILD opcode.
 
-    dtype: np.dtype
+    BUILD calls ``__setstate__`` when an object has one, and otherwise writes straight into its
+    ``__dict__`` (frozen dataclasses included), so this ``__setstate__`` is what keeps a checked record as
+    it was checked.  The pickle has no other way to change an object: SETITEM and APPEND need methods
+    these records lack.
+    """
+
+    def __setstate__(self, state: Any) -> None:
+        raise CheckpointError(
+            f"the pickle tries to change a {type(self).__name__.lstrip('_')} after building it; "
+            "a crafted file, refused"
+        )
+
+
+@dataclass(frozen=True)
+class _Dtype(_Record):
+    """What a ``torch.<dtype>`` global unpickles to: its name."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _StorageType(_Record):
+    """What a ``torch.<X>Storage`` global unpickles to: the name of its element dtype."""
+
+    dtype: str
+
+
+_DTYPE_RECORDS = {name: _Dtype(name) for name in _DTYPES}
+_STORAGE_TYPE_RECORDS = {name: _StorageType(dtype) for name, dtype in _STORAGE_DTYPE_NAMES.items()}
 
 
 @dataclass(frozen=True, eq=False)
-class Storage:
-    """A storage named by the pickle: ``numel`` elements of ``dtype`` starting ``offset`` elements
+class Storage(_Record):
+    """A storage named by the pickle: ``numel`` elements of dtype ``dtype`` starting ``offset`` elements
     into the raw storage ``key`` of ``source`` (offset is non-zero only for legacy storage views)."""
 
     source: _Storages
     key: str
-    dtype: np.dtype
+    dtype: str
     numel: int
     offset: int = 0
 
+    @property
+    def nbytes(self) -> int:
+        return self.numel * _DTYPES[self.dtype].itemsize
+
 
 @dataclass(frozen=True, eq=False)
-class LazyTensor:
-    """A tensor as the pickle describes it; ``numpy()`` reads its elements from the file."""
+class LazyTensor(_Record):
+    """A tensor as the pickle describes it: ``check()`` its geometry, then ``numpy()`` reads it from the file."""
 
     storage: Storage
-    dtype: np.dtype
+    dtype_name: str
     offset: int
     shape: tuple[int, ...]
     stride: tuple[int, ...]
 
+    @property
+    def dtype(self) -> np.dtype:
+        return _DTYPES[self.dtype_name]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def check(self) -> None:
+        """Raise unless the tensor is one torch could have saved: its elements inside its storage.
+
+        Strides are non-negative, and the dimensions of non-zero stride do not overlap (the layout of
+        any real view: a slice, a transpose, a permutation).  A zero stride is an expanded dimension
+        (``torch.expand``), which reads the same elements again; what that may cost in memory is bounded
+        by the reader's budget, never by trusting the shape.
+        """
+        geometry = f"offset {self.offset}, size {self.shape}, stride {self.stride}"
+        if len(self.shape) != len(self.stride) or min((self.offset, *self.shape, *self.stride), default=0) < 0:
+            raise CheckpointError(f"invalid tensor geometry: {geometry}")
+        if 0 in self.shape:
+            return
+        extent = 1
+        for stride, size in sorted((t, s) for s, t in zip(self.shape, self.stride) if s > 1 and t > 0):
+            if stride < extent:
+                raise CheckpointError(f"invalid tensor geometry: {geometry} makes elements overlap")
+            extent += (size - 1) * stride
+        itemsize = self.dtype.itemsize
+        first = self.offset * itemsize
+        end = first + (1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride))) * itemsize
+        if end > self.storage.nbytes:
+            raise CheckpointError(
+                f"a tensor of shape {self.shape} needs bytes [{first}, {end}) of storage "
+                f"'{self.storage.source.entry(self.storage.key)}', which holds {self.storage.nbytes} bytes"
+            )
+
     def numpy(self) -> np.ndarray:
         """A C-contiguous native-byte-order copy of the tensor, honouring offset and strides."""
+        self.check()
         storage = self.storage
-        root = storage.source.read(storage.key)
-        start = storage.offset * storage.dtype.itemsize
-        buffer = memoryview(root)[start : start + storage.numel * storage.dtype.itemsize]
         itemsize = self.dtype.itemsize
+        start = storage.offset * _DTYPES[storage.dtype].itemsize
+        buffer = memoryview(storage.source.read(storage.key))[start : start + storage.nbytes]
         span = 0 if 0 in self.shape else 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
-        first = self.offset * itemsize
-        end = first + span * itemsize
-        if end > len(buffer):
-            raise CheckpointError(
-                f"{storage.source.path}: a tensor of shape {self.shape} needs bytes [{first}, {end}) "
-                f"of storage '{storage.source.entry(storage.key)}', which holds {len(buffer)} bytes"
-            )
-        flat = np.frombuffer(buffer, dtype=self.dtype, count=span, offset=first)
-        view = as_strided(flat, shape=self.shape, strides=[s * itemsize for s in self.stride])
+        flat = np.frombuffer(buffer, dtype=self.dtype, count=span, offset=self.offset * itemsize)
+        view = as_strided(flat, shape=self.shape, strides=[s * itemsize for s in self.stride], writeable=False)
         array = np.array(view, order="C", copy=True)
         if storage.source.big_endian:
             array.byteswap(inplace=True)
@@ -198,18 +264,19 @@ def _as_storage(value: Any) -> Storage:
     return value
 
 
-def _as_dtype(value: Any) -> np.dtype:
-    if not isinstance(value, np.dtype):
+def _as_dtype_name(value: Any) -> str:
+    if not isinstance(value, _Dtype):
         raise CheckpointError(f"unsupported tensor dtype {value!r}")
-    return value
+    return value.name
 
 
-def _lazy_tensor(storage: Storage, dtype: np.dtype, offset: Any, size: Any, stride: Any) -> LazyTensor:
-    """Check the geometry the pickle claims: ``numpy()`` relies on it to stay inside the storage."""
-    offset, shape, strides = int(offset), tuple(map(int, size)), tuple(map(int, stride))
-    if len(shape) != len(strides) or min((offset, *shape, *strides)) < 0:
-        raise CheckpointError(f"invalid tensor geometry: offset {offset}, size {shape}, stride {strides}")
-    return LazyTensor(storage, dtype, offset, shape, strides)
+def _lazy_tensor(storage: Storage, dtype_name: str, offset: Any, size: Any, stride: Any) -> LazyTensor:
+    """The tensor record, its numbers made plain ints; ``LazyTensor.check`` judges them once the pickle is read."""
+    try:
+        offset, shape, strides = int(offset), tuple(map(int, size)), tuple(map(int, stride))
+    except (TypeError, ValueError, OverflowError) as error:
+        raise CheckpointError(f"invalid tensor geometry: {error}") from error
+    return LazyTensor(storage, dtype_name, offset, shape, strides)
 
 
 def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> LazyTensor:
@@ -234,7 +301,7 @@ def _rebuild_tensor_v3(
     *_metadata: Any,
 ) -> LazyTensor:
     """torch >= 2.1 for dtypes without a legacy storage class: bytes storage, explicit dtype."""
-    return _lazy_tensor(_as_storage(storage), _as_dtype(dtype), storage_offset, size, stride)
+    return _lazy_tensor(_as_storage(storage), _as_dtype_name(dtype), storage_offset, size, stride)
 
 
 def _rebuild_parameter(data: Any, *_requires_grad_hooks_state: Any) -> Any:
@@ -252,6 +319,8 @@ def _rebuild_from_type_v2(func: Callable[..., Any], _new_type: Any, args: tuple,
 
 def _encode(text: str, encoding: str = "utf-8") -> bytes:
     """Protocol-2 pickles spell ``bytes`` objects as ``_codecs.encode(str, 'latin1')``."""
+    if encoding not in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
+        raise CheckpointError(f"unexpected text encoding {encoding!r}")
     return text.encode(encoding)
 
 
@@ -277,15 +346,15 @@ def _resolve_global(module: str, name: str) -> Any:
     """The only ``find_class``: allowlisted reconstructors, storage types, dtypes, else ``Opaque``."""
     if (module, name) in _SAFE_GLOBALS:
         return _SAFE_GLOBALS[(module, name)]
-    if module.split(".")[0] == "torch" and name in _STORAGE_DTYPES:
-        return _StorageType(_STORAGE_DTYPES[name])
-    if module == "torch" and name in _TORCH_DTYPES:
-        return _TORCH_DTYPES[name]
+    if module.split(".")[0] == "torch" and name in _STORAGE_TYPE_RECORDS:
+        return _STORAGE_TYPE_RECORDS[name]
+    if module == "torch" and name in _DTYPE_RECORDS:
+        return _DTYPE_RECORDS[name]
     return _opaque_class(module, name)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: IO[bytes], persistent_load: Callable[[Any], Any]) -> None:
+    def __init__(self, file: Any, persistent_load: Callable[[Any], Any]) -> None:
         super().__init__(file, encoding="utf-8")
         self._load_persistent = persistent_load
 
@@ -301,14 +370,15 @@ def _no_persistent_ids(pid: Any) -> Any:
 
 
 def _unpickle(file: IO[bytes], persistent_load: Callable[[Any], Any], path: Path, what: str) -> Any:
-    """Run the restricted unpickler, naming the file and the part being read in any error.
+    """Run the restricted unpickler over at most ``MAX_PICKLE_BYTES``, naming the file and part in any error.
 
     A corrupt pickle can make any builtin it reaches raise, hence the broad ``except``.
     """
     try:
-        return _RestrictedUnpickler(file, persistent_load).load()
+        return _RestrictedUnpickler(LimitedReader(file, MAX_PICKLE_BYTES, path, what), persistent_load).load()
     except CheckpointError as error:
-        raise CheckpointError(f"{path}: {what}: {error}") from error
+        message = str(error)
+        raise CheckpointError(message if message.startswith(str(path)) else f"{path}: {what}: {message}") from error
     except Exception as error:
         raise CheckpointError(
             f"{path}: corrupt or truncated pickle ({what}): {type(error).__name__}: {error}"
@@ -336,7 +406,7 @@ class _Storages(abc.ABC):
 
     @abc.abstractmethod
     def _read_bytes(self, key: str) -> bytes:
-        """The raw bytes of root storage ``key``."""
+        """The raw bytes of root storage ``key``: exactly its declared size, or a ``CheckpointError``."""
 
     def read(self, key: str) -> bytes:
         if key not in self._cache:
@@ -347,7 +417,8 @@ class _Storages(abc.ABC):
         """Resolve ``('storage', storage_type, key, location, numel[, view_metadata])``.
 
         The zip format writes five fields, the legacy format six; a legacy ``('module', cls,
-        source_file, source)`` id means a whole ``nn.Module`` was pickled.
+        source_file, source)`` id means a whole ``nn.Module`` was pickled.  A key names one storage:
+        declared again with another type or size, it is refused.
         """
         if not isinstance(pid, tuple) or not pid:
             raise CheckpointError(f"unexpected persistent id {pid!r}")
@@ -357,19 +428,29 @@ class _Storages(abc.ABC):
         if kind != "storage" or len(pid) not in (5, 6):
             raise CheckpointError(f"unsupported persistent id {pid!r}")
         storage_type, key, _location, numel = pid[1:5]
-        if not isinstance(storage_type, _StorageType):
-            raise CheckpointError(f"unsupported storage type {storage_type!r}")
-        key, numel = _ascii(key), int(numel)
-        view = pid[5] if len(pid) == 6 else None
+        if not isinstance(storage_type, _StorageType) or not isinstance(key, (str, bytes)):
+            raise CheckpointError(f"unsupported storage in persistent id {pid!r}")
+        key, numel = _ascii(key), _plain_int(numel, pid)
         if numel < 0:
             raise CheckpointError(f"invalid storage size in persistent id {pid!r}")
         root = self.roots.setdefault(key, Storage(self, key, storage_type.dtype, numel))
+        if (root.dtype, root.numel) != (storage_type.dtype, numel):
+            raise CheckpointError(f"storage {key!r} is declared twice, with different types or sizes")
+        view = pid[5] if len(pid) == 6 else None
         if view is None:
             return root
-        _view_key, offset, view_numel = view
-        if min(int(offset), int(view_numel)) < 0:
+        if not isinstance(view, tuple) or len(view) != 3:
             raise CheckpointError(f"invalid storage view in persistent id {pid!r}")
-        return Storage(self, key, root.dtype, int(view_numel), int(offset))
+        offset, view_numel = _plain_int(view[1], pid), _plain_int(view[2], pid)
+        if min(offset, view_numel) < 0 or offset + view_numel > numel:
+            raise CheckpointError(f"invalid storage view in persistent id {pid!r}")
+        return Storage(self, key, root.dtype, view_numel, offset)
+
+
+def _plain_int(value: Any, pid: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CheckpointError(f"a size in persistent id {pid!r} is not an integer")
+    return value
 
 
 def _whole_model_message(class_name: str) -> str:
@@ -380,13 +461,13 @@ def _whole_model_message(class_name: str) -> str:
 
 
 class _ZipStorages(_Storages):
-    def __init__(self, path: Path, archive: zipfile.ZipFile, prefix: str) -> None:
+    def __init__(self, path: Path, archive: BoundedZip, prefix: str) -> None:
         super().__init__(path)
         self._archive = archive
         self._prefix = prefix
         byteorder_entry = f"{prefix}/byteorder"
-        if byteorder_entry in archive.NameToInfo:
-            byteorder = archive.read(byteorder_entry).strip()
+        if byteorder_entry in archive:
+            byteorder = archive.read(byteorder_entry, limit=16).strip()
             if byteorder not in (b"little", b"big"):
                 raise CheckpointError(f"{path}: unknown byte order {byteorder!r}")
             self.big_endian = byteorder == b"big"
@@ -395,22 +476,21 @@ class _ZipStorages(_Storages):
         return f"data/{key}"
 
     def check(self) -> None:
-        """Every storage the pickle names exists with exactly the size it declares."""
+        """Every storage the pickle names is in the archive, its directory claiming the declared size.
+
+        The claim is only a first check, with a clear message for a damaged file: ``_read_bytes`` counts
+        the bytes that really come out.
+        """
         for key, root in self.roots.items():
-            info = self._archive.NameToInfo.get(f"{self._prefix}/data/{key}")
-            if info is None:
+            name = f"{self._prefix}/data/{key}"
+            if name not in self._archive:
                 raise CheckpointError(f"{self.path}: storage 'data/{key}' is missing from the archive")
-            expected = root.numel * root.dtype.itemsize
-            if info.file_size != expected:
-                raise CheckpointError(
-                    f"{self.path}: storage 'data/{key}' is {info.file_size} bytes, expected {expected}"
-                )
+            size = self._archive.declared_size(name)
+            if size != root.nbytes:
+                raise CheckpointError(f"{self.path}: storage 'data/{key}' is {size} bytes, expected {root.nbytes}")
 
     def _read_bytes(self, key: str) -> bytes:
-        try:
-            return self._archive.read(f"{self._prefix}/data/{key}")
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise CheckpointError(f"{self.path}: cannot read storage 'data/{key}': {error}") from error
+        return self._archive.read(f"{self._prefix}/data/{key}", size=self.roots[key].nbytes)
 
 
 class _LegacyStorages(_Storages):
@@ -428,7 +508,7 @@ class _LegacyStorages(_Storages):
         if (
             not isinstance(keys, list)
             or not all(isinstance(key, (str, bytes)) for key in keys)
-            or set(map(_ascii, keys)) != set(self.roots)
+            or sorted(map(_ascii, keys)) != sorted(self.roots)
         ):
             raise CheckpointError(f"{self.path}: the storage key list does not match the pickle")
         position = self._file.tell()
@@ -448,32 +528,32 @@ class _LegacyStorages(_Storages):
                     f"the pickle declares {root.numel}"
                 )
             start = position + 8
-            nbytes = count * root.dtype.itemsize
-            if start + nbytes > size:
+            if start + root.nbytes > size:
                 available = max(size - start, 0)
                 raise CheckpointError(
-                    f"{self.path}: truncated: storage '{key}' is {available} bytes, expected {nbytes}"
+                    f"{self.path}: truncated: storage '{key}' is {available} bytes, expected {root.nbytes}"
                 )
-            self._spans[key] = (start, nbytes)
-            position = start + nbytes
+            self._spans[key] = (start, root.nbytes)
+            position = start + root.nbytes
 
     def _read_bytes(self, key: str) -> bytes:
         start, nbytes = self._spans[key]
         self._file.seek(start)
-        return self._file.read(nbytes)
+        data = self._file.read(nbytes)
+        if len(data) != nbytes:
+            raise CheckpointError(f"{self.path}: truncated: storage '{key}' is {len(data)} bytes, expected {nbytes}")
+        return data
 
 
-def _zip_prefix(archive: zipfile.ZipFile, path: Path) -> str:
+def _zip_prefix(archive: BoundedZip, path: Path) -> str:
     """The archive's top folder: the one holding ``data.pkl`` (named after the file by torch)."""
-    pickles = [
-        name for name in archive.namelist() if name.count("/") == 1 and name.endswith("/data.pkl")
-    ]
+    pickles = [name for name in archive.names() if name.count("/") == 1 and name.endswith("/data.pkl")]
     if not pickles:
         raise CheckpointError(
             f"{path}: zip archive without <prefix>/data.pkl; not a torch.save checkpoint"
         )
     prefix = pickles[0].rsplit("/", 1)[0]
-    if f"{prefix}/constants.pkl" in archive.NameToInfo:
+    if f"{prefix}/constants.pkl" in archive:
         raise CheckpointError(
             f"{path}: a TorchScript archive (torch.jit.save), not a state dict; "
             "save torch.save(model.state_dict(), path) instead"
@@ -481,13 +561,10 @@ def _zip_prefix(archive: zipfile.ZipFile, path: Path) -> str:
     return prefix
 
 
-def _load_zip(path: Path, archive: zipfile.ZipFile) -> Any:
+def _load_zip(path: Path, archive: BoundedZip) -> Any:
     prefix = _zip_prefix(archive, path)
     storages = _ZipStorages(path, archive, prefix)
-    try:
-        pickled = archive.read(f"{prefix}/data.pkl")
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise CheckpointError(f"{path}: cannot read {prefix}/data.pkl: {error}") from error
+    pickled = archive.read(f"{prefix}/data.pkl", limit=MAX_PICKLE_BYTES)
     tree = _unpickle(io.BytesIO(pickled), storages.persistent_load, path, "data.pkl")
     storages.check()
     return tree
@@ -519,11 +596,8 @@ def open_torch_checkpoint(path: Path) -> Iterator[Any]:
         head = file.read(len(_ZIP_MAGIC))
         file.seek(0)
         if head == _ZIP_MAGIC:
-            try:
-                archive = zipfile.ZipFile(file)
-            except (zipfile.BadZipFile, OSError, EOFError) as error:
-                raise CheckpointError(f"{path}: corrupt or truncated zip archive: {error}") from error
-            with archive:
+            archive = BoundedZip(path, file)
+            with archive.archive:
                 tree = _load_zip(path, archive)
                 _reject_whole_model(path, tree)
                 yield tree

@@ -222,7 +222,7 @@ class VisionTransformer(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.forward_head(self.forward_features(x))
 
-    def adapt_timm_state(self, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def adapt_timm_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """What timm's `checkpoint_filter_fn` does to a timm-format ViT state dict when it loads pretrained
         weights (`knifejax.load_timm_weights` calls this before matching keys):
 
@@ -234,7 +234,9 @@ class VisionTransformer(nnx.Module):
           flattened (D, C*p*p) one reshaped to a conv kernel;
         - the `pre_logits` representation layer of old checkpoints is dropped.
 
-        Anything that cannot be adapted is passed through unchanged, so `load_timm_weights` reports it.
+        Anything that cannot be adapted is passed through unchanged, so `load_timm_weights` reports it. Values are
+        arrays or lazy checkpoint entries (shape and dtype known, read by `np.asarray`): only what is adapted is
+        read here.
         """
         d, p = self.num_features, self.patch_size
         in_chans = self.patch_embed.proj.weight.shape[2]
@@ -245,9 +247,9 @@ class VisionTransformer(nnx.Module):
                 continue
             if key == "patch_embed.proj.weight":
                 if value.ndim < 4 and value.size == d * in_chans * p * p:
-                    value = value.reshape(d, -1, p, p)
+                    value = np.asarray(value).reshape(d, -1, p, p)
                 if value.ndim == 4 and tuple(value.shape[-2:]) != (p, p):
-                    value = resample_patch_embed(value, (p, p))
+                    value = resample_patch_embed(np.asarray(value), (p, p))
             elif key == "pos_embed" and value.ndim == 3:
                 value = self._resample_pos_embed(value, ckpt_patch)
             out[key] = value
@@ -265,7 +267,7 @@ class VisionTransformer(nnx.Module):
             return posemb
         if old_size is None and math.isqrt(num_tokens) ** 2 != num_tokens:
             return posemb  # grid unknown: load_timm_weights reports the shape mismatch
-        return resample_abs_pos_embed(posemb, self.grid_size, old_size, self.num_prefix_tokens)
+        return resample_abs_pos_embed(np.asarray(posemb), self.grid_size, old_size, self.num_prefix_tokens)
 
 
 class ViTArch(NamedTuple):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knifejax.data.decode import DEFAULT_MAX_PIXELS
 from knifejax.train.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -53,6 +54,9 @@ class TrainConfig:
     skip_bad: bool = _data(False, "skip unreadable files and bad labels (counted in the log) instead of stopping")
     synthetic_classes: int = _data(192, "synthetic knives: number of classes")
     synthetic_per_class: int = _data(40, "synthetic knives: training images per class (validation/test: a quarter)")
+    max_image_pixels: int = _data(
+        DEFAULT_MAX_PIXELS, "refuse image files with more pixels than this (read from the header, before decoding)"
+    )
     image_size: int | None = _data(None, "square training size in pixels (default: the model's pretrained input size)")
     norm: str = _data("model", "input normalisation: 'model' (the model's pretrained_cfg) or 'imagenet' (the study's)",
                    choices=("model", "imagenet"))

@@ -103,6 +103,7 @@ def prepare_data(
         synthetic_classes=cfg.synthetic_classes,
         synthetic_per_class=cfg.synthetic_per_class,
         synthetic_size=size,
+        max_pixels=cfg.max_image_pixels,
     )
     train_source = open_source(cfg.data, split="train", **opened)
     class_names = list(train_source.class_names)
