@@ -6,7 +6,7 @@ apply_cpu_flags()  # before anything can start JAX's CPU backend (knifejax.xla_c
 
 from knifejax.ensemble import Ensemble, StackerConfig, average_scores, build_ensemble, load_ensemble
 from knifejax.explain import grad_cam
-from knifejax.io import CheckpointError, read_state_dict
+from knifejax.io import CheckpointError, open_state_dict, read_state_dict
 from knifejax.metrics import map_at_k, top_k_accuracy
 from knifejax.models import create_model, get_pretrained_cfg, list_models, list_pretrained_tags
 from knifejax.models.pretrained import PretrainedUnavailableError
@@ -15,11 +15,18 @@ from knifejax.train import current_learning_rate, decay_mask_timm, make_optimize
 from knifejax.train.config import TrainConfig
 from knifejax.train.loop import fit
 from knifejax.train.run import load_run
-from knifejax.weights import WeightMismatchError, load_timm_weights, save_timm_weights, timm_state_dict
+from knifejax.weights import (
+    NonFiniteWeightsError,
+    WeightMismatchError,
+    load_timm_weights,
+    save_timm_weights,
+    timm_state_dict,
+)
 
 __all__ = [
     "CheckpointError",
     "Ensemble",
+    "NonFiniteWeightsError",
     "PretrainedUnavailableError",
     "StackerConfig",
     "TrainConfig",
@@ -39,6 +46,7 @@ __all__ = [
     "load_timm_weights",
     "make_optimizer",
     "make_schedule",
+    "open_state_dict",
     "map_at_k",
     "preprocess",
     "read_state_dict",

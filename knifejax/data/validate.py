@@ -124,7 +124,7 @@ def _image_problem(source: Any, index: int) -> str | None:
 def _problems_message(source: Any, report: ValidationReport) -> str:
     lines = [
         f"{len(report.problems)} problem(s) in {report.num_bad} of {report.num_items} items of "
-        f"{_describe(source)}, found before training:",
+        f"{describe_source(source)}, found before training:",
         *(f"  {problem}" for problem in report.problems),
         "Fix the files, rows or labels above, or leave those items out: "
         "report = validate(source, skip_bad=True); source = Subset(source, report.good)",
@@ -132,7 +132,7 @@ def _problems_message(source: Any, report: ValidationReport) -> str:
     return "\n".join(lines)
 
 
-def _describe(source: Any) -> str:
+def describe_source(source: Any) -> str:
     """The CSV file and image root of the source (or of the source a subset is taken from)."""
     source = getattr(source, "source", source)
     csv_path = getattr(source, "csv_path", None)

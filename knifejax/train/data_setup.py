@@ -20,7 +20,7 @@ from knifejax.data.cache import DEFAULT_CACHE_DIR, DecodedImages, decode_source,
 from knifejax.data.errors import DataError
 from knifejax.data.open import open_source
 from knifejax.data.sources import Subset, stratified_split
-from knifejax.data.validate import validate
+from knifejax.data.validate import describe_source, validate
 from knifejax.train.config import TrainConfig
 
 
@@ -78,7 +78,7 @@ def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callabl
         shown = "\n  ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
         raise DataError(
-            f"{role} data {source!r}: {len(problems)} problem(s) found before training:\n  {shown}{more}\n"
+            f"{role} data {describe_source(source)}: {len(problems)} problem(s) found before training:\n  {shown}{more}\n"
             "Fix them, or pass --skip-bad to leave these items out (they are counted in the run's data_report.json)."
         )
     if problems:
