@@ -12,13 +12,17 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
+import os
 import sys
 import types
 import typing
 from pathlib import Path
 
+from knifejax.atomic_write import write_text_atomically
 from knifejax.data.decode import DEFAULT_MAX_PIXELS
 from knifejax.data.open import SPEC_HELP
+from knifejax.errors import ConfigError, reported_errors
 
 EXAMPLES = """examples:
   python -m knifejax train --run runs/lite0 --pretrained default --epochs 3 --image-size 96 --synthetic-classes 32
@@ -97,6 +101,7 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    _check_writable_folder(Path(args.run), "--run")
     import jax
 
     if args.distributed:
@@ -110,11 +115,11 @@ def _predictor(args: argparse.Namespace):
     from knifejax.inference import Predictor
 
     if (args.run is None) == (args.model is None):
-        raise SystemExit("give either --run DIR, or --model NAME with --weights FILE")
+        raise ConfigError("give either --run DIR, or --model NAME with --weights FILE")
     if args.run is not None:
         return Predictor.from_run(args.run, args.which, args.batch_size)
     if args.weights is None:
-        raise SystemExit("--model needs --weights FILE (a checkpoint with timm key names)")
+        raise ConfigError("--model needs --weights FILE (a checkpoint with timm key names)")
     names = Path(args.classes_file).read_text().splitlines() if args.classes_file else None
     return Predictor.from_weights(args.model, args.weights, names, args.image_size, args.norm, args.batch_size)
 
@@ -128,20 +133,48 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"loss   {metrics['loss']:.4f}")
 
 
+def _check_output_file(path: str, flag: str, overwrite: bool) -> None:
+    """Refuse an output file that cannot be written before any work is done for it."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out} is a folder; give the path of a file to write")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{flag} {out} exists; give another path, or pass --overwrite to replace it")
+    _check_writable_folder(out.parent, flag)
+
+
+def _check_output_folder(path: str, flag: str) -> None:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag} {out} is a file; give a folder to write the images into")
+    _check_writable_folder(out, flag)
+
+
+def _check_writable_folder(folder: Path, flag: str) -> None:
+    """The folder, or the nearest part of it that exists, must be a folder that takes new files."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"{flag}: {existing} is a file, so {folder} cannot be a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}: {existing} is not writable; choose another place")
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from knifejax.inference import image_files
 
+    _check_output_file(args.out, "--out", args.overwrite)
     predictor = _predictor(args)
     files = image_files(args.images)
     top, probs = predictor.top_k(predictor.load_images(files, args.max_image_pixels), args.top)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path"] + [f"{kind}_{r}" for r in range(1, top.shape[1] + 1) for kind in ("class", "score")])
-        for path, indices, scores in zip(files, top, probs):
-            cells = [c for i, s in zip(indices, scores) for c in (predictor.class_names[i], f"{s:.6f}")]
-            writer.writerow([str(path)] + cells)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["path"] + [f"{kind}_{r}" for r in range(1, top.shape[1] + 1) for kind in ("class", "score")])
+    for path, indices, scores in zip(files, top, probs):
+        cells = [c for i, s in zip(indices, scores) for c in (predictor.class_names[i], f"{s:.6f}")]
+        writer.writerow([str(path)] + cells)
+    write_text_atomically(out, text.getvalue())
     print(f"wrote the top-{top.shape[1]} classes of {len(files)} images to {out}")
 
 
@@ -176,8 +209,11 @@ def _cmd_gradcam(args: argparse.Namespace) -> None:
     from knifejax.inference import image_files
 
     if bool(args.images) == bool(args.data):
-        raise SystemExit("give image files or folders, or labelled data with --data (then --select can pick "
-                         "correct or failed predictions)")
+        raise ConfigError("give image files or folders, or labelled data with --data (then --select can pick "
+                          "correct or failed predictions)")
+    if args.images and args.select != "all":
+        raise ConfigError(f"--select {args.select} needs labelled images: give them with --data instead of as files")
+    _check_output_folder(args.out, "--out")
     predictor = _predictor(args)
     if args.images:
         files = image_files(args.images)
@@ -221,7 +257,7 @@ def _cmd_ensemble(args: argparse.Namespace) -> None:
     from knifejax.ensemble import build_ensemble, load_ensemble
 
     if (args.run is None) == (args.load is None):
-        raise SystemExit("give the members with --run DIR (once per run), or a saved ensemble with --load DIR")
+        raise ConfigError("give the members with --run DIR (once per run), or a saved ensemble with --load DIR")
     if args.load is not None:
         ensemble = load_ensemble(args.load, batch_size=args.batch_size)
     else:
@@ -269,8 +305,16 @@ def _add_trained_model_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"refuse image files with more pixels than this (default: {DEFAULT_MAX_PIXELS})")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, its mistakes reported in knifejax's one-line format (exit 2, as argparse's own)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"knifejax: error: {message}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m knifejax",
         description="Fine-grained image classification with timm-equal JAX models.",
         epilog=EXAMPLES,
@@ -308,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
+    predict.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     predict.set_defaults(func=_cmd_predict)
 
     gradcam = commands.add_parser(
@@ -335,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     gradcam.set_defaults(func=_cmd_gradcam)
 
     _add_ensemble_parser(commands)
+    for command in commands.choices.values():
+        command.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
 
 
@@ -393,23 +440,21 @@ def _add_ensemble_parser(commands) -> None:
     ensemble.set_defaults(func=_cmd_ensemble)
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves: the newest complete checkpoint of the run, if the command trains one."""
+    if args.command != "train":
+        return ""
+    latest = Path(args.run) / "checkpoints" / "latest"
+    steps = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit()) if latest.is_dir() else []
+    if not steps:
+        return "no checkpoint was saved yet; the same command starts the run again"
+    return f"the last checkpoint is step {steps[-1]}; the same command resumes from it"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from knifejax.data.errors import DataError
-    from knifejax.ensemble.members import EnsembleError
-    from knifejax.io.errors import CheckpointError
-    from knifejax.models.pretrained import PretrainedUnavailableError
-    from knifejax.train.loop import NonFiniteLossError
-
-    # These errors say what is wrong and what to do: the message is the answer, a traceback is noise.
-    user_errors = (
-        DataError, CheckpointError, EnsembleError, PretrainedUnavailableError, NonFiniteLossError, FileNotFoundError
-    )
-    try:
+    with reported_errors(debug=args.debug, on_interrupt=lambda: _resume_hint(args)):
         args.func(args)
-    except user_errors as error:
-        print(f"knifejax: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

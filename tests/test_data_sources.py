@@ -178,13 +178,13 @@ def test_one_error_lists_every_problem_with_its_row(study_csv):
     with pytest.raises(DataError) as caught:
         validate(source, num_classes=192)
     message = str(caught.value)
-    problem_lines = [line for line in message.splitlines() if line.startswith("  ")]
-    assert len(problem_lines) == 3, message
-    truncated, missing, out_of_range = problem_lines
+    assert "\n" not in message and "3 problem(s) among the 9 items of the data" in message and str(study_csv) in message
+    assert "the first: row 8:" in message and "--skip-bad" in message
+    assert len(caught.value.details) == 3, caught.value.details
+    truncated, missing, out_of_range = caught.value.details
     assert "row 8:" in truncated and "truncated.jpg: the file is truncated" in truncated
     assert "row 9:" in missing and "missing.jpg: no such file" in missing
     assert "row 10:" in out_of_range and "IMG_4107.JPEG: the label 192 is outside [0, 192)" in out_of_range
-    assert "3 problem(s) in 3 of 9 items" in message and "skip_bad=True" in message
 
 
 def test_skip_bad_keeps_the_rest(study_csv):
@@ -280,9 +280,18 @@ def test_image_folder_labels_follow_sorted_class_names(tmp_path):
 
 def test_image_folder_refuses_a_class_without_images(tmp_path):
     _save(tmp_path / "knife" / "a.png", Image.new("RGB", (4, 4)))
-    (tmp_path / ".ipynb_checkpoints").mkdir()
-    with pytest.raises(DataError, match=r"\.ipynb_checkpoints: a class folder without images"):
+    (tmp_path / "empty_knife").mkdir()
+    with pytest.raises(DataError, match=r"empty_knife: a class folder without images"):
         ImageFolderSource(tmp_path)
+
+
+def test_image_folder_leaves_hidden_files_and_folders_out(tmp_path):
+    _save(tmp_path / "knife" / "a.png", Image.new("RGB", (4, 4)))
+    _save(tmp_path / "knife" / ".hidden.png", Image.new("RGB", (4, 4)))
+    _save(tmp_path / "knife" / ".thumbs" / "b.png", Image.new("RGB", (4, 4)))
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    source = ImageFolderSource(tmp_path)
+    assert source.class_names == ["knife"] and [p.name for p in source.paths] == ["a.png"]
 
 
 # --- stratified_split and Subset ------------------------------------------------------------------

@@ -22,6 +22,7 @@ import grain
 import numpy as np
 from PIL import Image
 
+from knifejax.data.errors import DataError
 from knifejax.data.workers import allow_grain_workers
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("KNIFEJAX_CACHE", Path.home() / ".cache" / "knifejax")) / "decoded"
@@ -41,13 +42,21 @@ def source_fingerprint(source: Any) -> str | None:
         h.update(np.asarray(source.indices, np.int64).tobytes())
     elif hasattr(source, "paths"):
         for path in source.paths:
-            path = Path(path)
-            stat = path.stat() if path.exists() else None
-            h.update(f"{path.resolve()}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
+            h.update(_file_key(Path(path)).encode())
     else:
         return None
     h.update(np.asarray(source.labels, np.int64).tobytes())
     return h.hexdigest()[:24]
+
+
+def _file_key(path: Path) -> str:
+    """Where a file is and which version of it: its resolved path, size and time (the path as given where it names
+    nothing that can be resolved: a NUL in the name, a symlink loop; validation reports those)."""
+    try:
+        stat = path.stat()
+        return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n"
+    except (OSError, ValueError, RuntimeError):
+        return f"{path}|-|-\n"
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
@@ -73,8 +82,25 @@ class DecodedImages:
     @property
     def images(self) -> np.ndarray:
         if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
+            self._array = self._open_cache()
         return self._array
+
+    def _open_cache(self) -> np.ndarray:
+        """The cache file as a memory map, after checking it holds exactly this set's images."""
+        expected = (len(self.labels), self.size, self.size, 3)
+        try:
+            array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise DataError(
+                f"{self.path}: the decoded-image cache is damaged ({error}); delete the file and run the same "
+                "command again, which decodes the images anew"
+            ) from error
+        if array.shape != expected or array.dtype != np.uint8:
+            raise DataError(
+                f"{self.path}: the decoded-image cache holds {array.dtype} {array.shape}, not uint8 {expected}; "
+                "delete the file and run the same command again, which decodes the images anew"
+            )
+        return array
 
     def __len__(self) -> int:
         return len(self.labels)

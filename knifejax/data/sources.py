@@ -9,9 +9,11 @@ decoded by ``load_rgb`` on every access, nothing cached.  Files and folders whos
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -75,6 +77,8 @@ class CsvSource:
             self.row_numbers.append(row_number)
             self.row_problems.append(problem)
             labels.append(label)
+        if not self.ids:
+            raise DataError(f"{self.csv_path}: no data rows below the header; list one image per row as Id,Label")
         self.labels = np.asarray(labels, dtype=np.int64)
         self.paths = [self.root / id_ for id_ in self.ids]
         if classes_file is not None:
@@ -255,11 +259,8 @@ def _parse_row(row: dict[str, str], problem: str | None) -> tuple[str, int, str 
 
 
 def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+    """Plain decimal digits only: Python's int() would also read '3_0' as 30 and other scripts' digits."""
+    return re.fullmatch(r"-?[0-9]+", text) is not None
 
 
 def _read_class_names(path: Path) -> list[str]:
@@ -277,7 +278,17 @@ def _read_class_names(path: Path) -> list[str]:
 
 
 def _class_names_from_folders(ids: list[str], labels: np.ndarray) -> list[str]:
-    """Each label's image folder name when that is one folder per label, all different; else ``class_<i>``."""
+    """The classes the image folders name, when they name them; else each label's folder or ``class_<i>``.
+
+    Folders name the classes when each folder's rows mostly carry one label, a different one per folder, and
+    those labels are exactly 0..F-1 for F folders (the study's ``./Train/<Class_Dir>/`` layout): then there are F
+    classes, and a row whose label is outside them (a typo such as 99) is reported by ``validate`` with its row,
+    not turned into a 100-class model.  Otherwise there are ``largest label + 1`` classes, named by their single
+    folder when every label has one and all differ, else ``class_<i>``.
+    """
+    named = _classes_named_by_folders(ids, labels)
+    if named is not None:
+        return named
     num_classes = int(labels.max()) + 1 if labels.size else 0
     folders: dict[int, set[str]] = {}
     for id_, label in zip(ids, labels.tolist()):
@@ -288,6 +299,19 @@ def _class_names_from_folders(ids: list[str], labels: np.ndarray) -> list[str]:
     if len(names) < len(folders) or not distinct:
         names = {}
     return [names.get(label, f"class_{label}") for label in range(num_classes)]
+
+
+def _classes_named_by_folders(ids: list[str], labels: np.ndarray) -> list[str] | None:
+    by_folder: dict[str, collections.Counter] = {}
+    for id_, label in zip(ids, labels.tolist()):
+        if label != MISSING_LABEL:
+            by_folder.setdefault(PurePosixPath(id_).parent.name, collections.Counter())[label] += 1
+    if len(by_folder) < 2 or "" in by_folder:
+        return None
+    majority = {folder: counts.most_common(1)[0][0] for folder, counts in by_folder.items()}
+    if sorted(majority.values()) != list(range(len(majority))):
+        return None
+    return [folder for folder, _ in sorted(majority.items(), key=lambda item: item[1])]
 
 
 def _hidden(name: str) -> bool:

@@ -69,7 +69,7 @@ def validate(
             progress(index + 1, len(source))
     report = ValidationReport(len(source), np.asarray(good, dtype=np.int64), problems)
     if problems and not skip_bad:
-        raise DataError(_problems_message(source, report))
+        raise problems_error(f"the data {describe_source(source)}", [str(p) for p in problems], report.num_items)
     return report
 
 
@@ -121,15 +121,18 @@ def _image_problem(source: Any, index: int) -> str | None:
     return None
 
 
-def _problems_message(source: Any, report: ValidationReport) -> str:
-    lines = [
-        f"{len(report.problems)} problem(s) in {report.num_bad} of {report.num_items} items of "
-        f"{describe_source(source)}, found before training:",
-        *(f"  {problem}" for problem in report.problems),
-        "Fix the files, rows or labels above, or leave those items out: "
-        "report = validate(source, skip_bad=True); source = Subset(source, report.good)",
-    ]
-    return "\n".join(lines)
+FIX_OR_SKIP = (
+    "fix or remove those rows or files (training leaves them out with --skip-bad, counting them in the run's "
+    "data_report.json)"
+)
+
+
+def problems_error(what: str, problems: list[str], num_items: int, advice: str = FIX_OR_SKIP) -> DataError:
+    """One `DataError` for every problem found in `what`: a one-line message naming the first, every one in its
+    `details` (which knifejax's commands print above the error line)."""
+    error = DataError(f"{len(problems)} problem(s) among the {num_items} items of {what}; the first: {problems[0]}; {advice}")
+    error.details = tuple(f"  {problem}" for problem in problems)
+    return error
 
 
 def describe_source(source: Any) -> str:

@@ -16,12 +16,13 @@ from typing import Any
 
 from flax import nnx
 
+from knifejax.errors import UserError
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.run import RunDir, image_size, load_run, normalization
 
 
-class EnsembleError(ValueError):
+class EnsembleError(UserError, ValueError):
     """Members that cannot be combined, or an ensemble directory that cannot be used."""
 
 

@@ -16,11 +16,12 @@ from urllib.parse import urlparse
 import numpy as np
 from flax import nnx
 
+from knifejax.errors import UserError
 from knifejax.io import CheckpointError, read_state_dict
 from knifejax.weights import load_timm_weights
 
 
-class PretrainedUnavailableError(RuntimeError):
+class PretrainedUnavailableError(UserError, RuntimeError):
     """Pretrained weights were asked for but cannot be had here; the message says how to supply them."""
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from knifejax.data.decode import DEFAULT_MAX_PIXELS
+from knifejax.errors import ConfigError
 from knifejax.train.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -28,6 +30,41 @@ def _field(group: str):
 
 
 _model, _data, _recipe = _field("model"), _field("data"), _field("recipe")
+
+
+def _not_finite_or(test):
+    return lambda value: not math.isfinite(value) or test(value)
+
+
+# (field, is it wrong?, what to say): checked by TrainConfig itself, so a library user meets the same message.
+_CHECKS = [
+    ("epochs", lambda v: v < 1, "--epochs must be at least 1"),
+    ("batch_size", lambda v: v < 2, "--batch-size must be at least 2 (BatchNorm needs two images to normalise a batch)"),
+    ("lr", _not_finite_or(lambda v: v <= 0), "--lr must be a positive number"),
+    ("val_fraction", _not_finite_or(lambda v: not 0 <= v < 1), "--val-fraction must be in [0, 1)"),
+    ("image_size", lambda v: v < 16, "--image-size must be at least 16 pixels"),
+    ("num_classes", lambda v: v < 1, "--num-classes must be at least 1"),
+    ("synthetic_classes", lambda v: not 1 <= v <= 192, "--synthetic-classes must be in 1..192"),
+    ("synthetic_per_class", lambda v: v < 1, "--synthetic-per-class must be at least 1"),
+    ("max_image_pixels", lambda v: v < 1, "--max-image-pixels must be at least 1"),
+    ("workers", lambda v: v < 0, "--workers must be 0 or more"),
+    ("freeze_stages", lambda v: v < 0, "--freeze-stages must be 0 or more"),
+    ("drop_rate", _not_finite_or(lambda v: not 0 <= v < 1), "--drop-rate must be in [0, 1)"),
+    ("drop_path_rate", _not_finite_or(lambda v: not 0 <= v < 1), "--drop-path-rate must be in [0, 1)"),
+    ("t_max", lambda v: v < 1, "--t-max must be at least 1 step"),
+    ("eta_min", _not_finite_or(lambda v: v < 0), "--eta-min must be 0 or more"),
+    ("warmup_steps", lambda v: v < 0, "--warmup-steps must be 0 or more"),
+    ("momentum", _not_finite_or(lambda v: not 0 <= v < 1), "--momentum must be in [0, 1)"),
+    ("weight_decay", _not_finite_or(lambda v: v < 0), "--weight-decay must be 0 or more"),
+    ("label_smoothing", _not_finite_or(lambda v: not 0 <= v < 1), "--label-smoothing must be in [0, 1)"),
+    ("checkpoint_every", lambda v: v < 0, "--checkpoint-every must be 0 or more"),
+    ("hflip", _not_finite_or(lambda v: not 0 <= v <= 1), "--hflip must be a probability in [0, 1]"),
+    ("vflip", _not_finite_or(lambda v: not 0 <= v <= 1), "--vflip must be a probability in [0, 1]"),
+    ("brightness", _not_finite_or(lambda v: v < 0), "--brightness must be 0 or more"),
+    ("contrast", _not_finite_or(lambda v: v < 0), "--contrast must be 0 or more"),
+    ("saturation", _not_finite_or(lambda v: v < 0), "--saturation must be 0 or more"),
+    ("hue", _not_finite_or(lambda v: not 0 <= v <= 0.5), "--hue must be in [0, 0.5]"),
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +89,9 @@ class TrainConfig:
     classes_file: str | None = _data(None, "text file naming class i on line i (CSV data)")
     val_fraction: float = _data(0.1, "fraction of each class carved from --data for validation when no --val-data")
     skip_bad: bool = _data(False, "skip unreadable files and bad labels (counted in the log) instead of stopping")
+    allow_duplicates: bool = _data(
+        False, "allow the same image file in several rows, or in both training and validation/test data"
+    )
     synthetic_classes: int = _data(192, "synthetic knives: number of classes")
     synthetic_per_class: int = _data(40, "synthetic knives: training images per class (validation/test: a quarter)")
     max_image_pixels: int = _data(
@@ -93,6 +133,18 @@ class TrainConfig:
         base = dict(optimizer="adam", lr=1e-4, schedule="cosine", batch_size=32, epochs=20, image_size=224,
                     norm="imagenet", decay_all=True, pretrained="default")
         return cls(**{**base, **overrides})
+
+    def __post_init__(self) -> None:
+        """Every value that cannot work is refused here, before any data is read or anything compiled."""
+        problems = [
+            f"{message}, not {value!r}"
+            for name, bad, message in _CHECKS
+            if (value := getattr(self, name)) is not None and bad(value)
+        ]
+        if self.rotation[0] > self.rotation[1]:
+            problems.append(f"--rotation MIN MAX must not have MIN above MAX, not {self.rotation[0]:g} {self.rotation[1]:g}")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

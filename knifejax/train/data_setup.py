@@ -9,6 +9,7 @@ run does not decode every file again to check it.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from knifejax.data.cache import DEFAULT_CACHE_DIR, DecodedImages, decode_source,
 from knifejax.data.errors import DataError
 from knifejax.data.open import open_source
 from knifejax.data.sources import Subset, stratified_split
-from knifejax.data.validate import describe_source, validate
+from knifejax.data.validate import describe_source, problems_error, validate
 from knifejax.train.config import TrainConfig
 
 
@@ -75,16 +76,34 @@ def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callabl
         good = np.setdiff1d(np.arange(len(source)), bad)
         problems = [f"item {i}: label {labels[i]} outside 0..{num_classes - 1}" for i in bad]
     if problems and not cfg.skip_bad:
-        shown = "\n  ".join(problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        raise DataError(
-            f"{role} data {describe_source(source)}: {len(problems)} problem(s) found before training:\n  {shown}{more}\n"
-            "Fix them, or pass --skip-bad to leave these items out (they are counted in the run's data_report.json)."
-        )
+        raise problems_error(f"the {role} data {describe_source(source)}", problems, len(source))
     if problems:
         log(f"{role}: skipped {len(source) - len(good)} of {len(source)} items with problems (see data_report.json)")
     entry = {"items": len(source), "skipped": int(len(source) - len(good)), "problems": problems}
     return (source if len(good) == len(source) else Subset(source, good)), entry
+
+
+def _refuse_duplicates(sources: dict) -> None:
+    """The same image file twice -- in one CSV, or in training and validation/test data -- is a mistake that makes
+    validation scores lie (a carved validation split would hold images that are also trained on)."""
+    seen: dict[str, str] = {}
+    problems = []
+    for role, source in sources.items():
+        paths = getattr(source, "paths", None)
+        rows = getattr(source, "row_numbers", None)
+        for index, path in enumerate(paths or ()):
+            if "\0" in str(path):
+                continue  # no file has that name; validate reports the row
+            where = f"{role} data row {rows[index]}" if rows is not None else f"{role} data"
+            key = os.path.realpath(path)
+            if key in seen:
+                problems.append(f"{path}: {where} repeats the image of {seen[key]}")
+            else:
+                seen[key] = where
+    if problems:
+        what = " and ".join(describe_source(s) for s in sources.values() if hasattr(s, "paths"))
+        raise problems_error(what, problems, sum(len(s) for s in sources.values()),
+                             advice="remove the repeated rows, or pass --allow-duplicates if they are meant")
 
 
 def _decoded(source, size: int, cfg: TrainConfig, role: str, progress: bool) -> DecodedImages:
@@ -105,26 +124,30 @@ def prepare_data(
         synthetic_size=size,
         max_pixels=cfg.max_image_pixels,
     )
-    train_source = open_source(cfg.data, split="train", **opened)
-    class_names = list(train_source.class_names)
+    specs = {"train": cfg.data, "val": cfg.val_data, "test": cfg.test_data}
+    sources = {role: open_source(spec, split=role, **opened) for role, spec in specs.items() if spec is not None}
+    if not cfg.allow_duplicates:
+        _refuse_duplicates(sources)
+    class_names = list(sources["train"].class_names)
     num_classes = cfg.num_classes or len(class_names)
     report = {}
-    train_source, report["train"] = _checked(train_source, num_classes, cfg, "train", log, progress)
-    train = _decoded(train_source, size, cfg, "train", progress)
+    checked = {}
+    for role, source in sources.items():
+        checked[role], report[role] = _checked(source, num_classes, cfg, role, log, progress)
+    train = _decoded(checked["train"], size, cfg, "train", progress)
     if cfg.val_data is None:
         train_idx, val_idx = stratified_split(train.labels, cfg.val_fraction, cfg.seed)
         if len(val_idx) == 0:
-            raise DataError(f"--val-fraction {cfg.val_fraction} leaves no validation images; raise it or give --val-data")
+            raise DataError(
+                f"--val-fraction {cfg.val_fraction} of the {len(train)} training images of {cfg.data} leaves no "
+                "validation image; raise it or give --val-data"
+            )
         train_split, val_split = Split(train, train_idx), Split(train, val_idx)
     else:
-        val_source, report["val"] = _checked(open_source(cfg.val_data, split="val", **opened), num_classes, cfg, "val", log, progress)
-        val = _decoded(val_source, size, cfg, "val", progress)
+        val = _decoded(checked["val"], size, cfg, "val", progress)
         train_split, val_split = Split(train, np.arange(len(train))), Split(val, np.arange(len(val)))
     test_split = None
     if cfg.test_data is not None:
-        test_source, report["test"] = _checked(
-            open_source(cfg.test_data, split="test", **opened), num_classes, cfg, "test", log, progress
-        )
-        test = _decoded(test_source, size, cfg, "test", progress)
+        test = _decoded(checked["test"], size, cfg, "test", progress)
         test_split = Split(test, np.arange(len(test)))
     return PreparedData(train_split, val_split, test_split, class_names, report)

@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 
 from knifejax.data.pipeline import eval_batches, train_batches, train_steps_per_epoch
 from knifejax.data.transforms import Augment
+from knifejax.atomic_write import write_text_atomically
+from knifejax.errors import ConfigError, UserError
 from knifejax.metrics import map_at_k, reciprocal_ranks, top_k_accuracy
 from knifejax.models.registry import get_pretrained_cfg
 from knifejax.plots import plot_training_curves
@@ -41,7 +43,7 @@ from knifejax.train.steps import TrainState, cross_entropy, init_state, make_eva
 from knifejax.train.transfer import frozen_prefixes, trainable_mask
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite; the run's last checkpoint predates it."""
 
 
@@ -164,24 +166,47 @@ class _EpochSums:
         return {"loss": self.loss, "map5": self.map5, "steps": self.steps, "seconds": self.seconds}
 
 
+class DivergenceWatch:
+    """Warns once when the training loss grows to `factor` times its first value: a run that diverges without
+    ever reaching NaN (a learning rate of 1e3 took the loss to 1e17) should not train on in silence."""
+
+    def __init__(self, lr: float, log: Callable[[str], None], factor: float = 100.0) -> None:
+        self.lr, self.log, self.factor = lr, log, factor
+        self.first: float | None = None
+        self.warned = False
+
+    def see(self, loss: float, step: int) -> None:
+        if self.first is None:
+            self.first = loss
+        elif not self.warned and loss > self.factor * max(self.first, 1e-3):
+            self.warned = True
+            self.log(
+                f"warning: the training loss grew from {self.first:.4g} to {loss:.4g} by step {step}, over "
+                f"{self.factor:g} times its first value: the run is diverging; lower the learning rate (--lr, now "
+                f"{self.lr:g})"
+            )
+
+
 def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Train (or resume) the run `cfg` describes in `run_dir`; returns the per-epoch metrics lines."""
     is_main = jax.process_index() == 0
     run = RunDir(run_dir)
-    if is_main:
-        run.start(cfg)
+    run.check_config(cfg)
+    mesh = data_mesh()
+    check_batch_size(cfg.batch_size, mesh)
     size = image_size(cfg, get_pretrained_cfg(cfg.model))
     data = prepare_data(cfg, size, log, progress=progress)
     num_classes = cfg.num_classes or len(data.class_names)
-    if is_main:
-        run.write_classes(data.class_names)
-        (run.path / "data_report.json").write_text(json.dumps(data.report, indent=1) + "\n")
-
-    mesh = data_mesh()
-    check_batch_size(cfg.batch_size, mesh)
     steps_per_epoch = train_steps_per_epoch(len(data.train), cfg.batch_size)
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(data.train)} training images cannot fill one batch of {cfg.batch_size}; lower --batch-size")
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} is more than the {len(data.train)} training images; lower --batch-size"
+        )
+    if is_main:
+        run.start(cfg)
+        run.write_classes(data.class_names)
+        write_text_atomically(run.path / "data_report.json", json.dumps(data.report, indent=1) + "\n")
+
     model = build_model(cfg, num_classes)
     if is_main:
         summary = model_summary(model, cfg, size)
@@ -208,13 +233,18 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
     eval_step = make_eval_step(graphdef, normalize=normalize, precision=cfg.precision)
     augment = augment_config(cfg, size)
     history = run.history()
+    divergence = DivergenceWatch(cfg.lr, log)
+
+    def last_good() -> str:
+        step = latest.latest_step()
+        return f"its last good checkpoint is step {step} in {run.latest}" if step is not None else "no checkpoint was saved"
 
     def save_latest(epoch: int, batch: int, sums: _EpochSums) -> None:
         if not _all_finite(state.params):
             raise NonFiniteLossError(
                 f"the parameters became NaN or infinite by step {int(state.step)} (epoch {epoch + 1}); the run stopped "
-                f"before saving them, and its last good checkpoint is in {run.latest} (step {latest.latest_step()}). "
-                f"Lower the learning rate (--lr, now {cfg.lr}) or use warmup (--warmup-steps) in a new --run directory."
+                f"before saving them, and {last_good()}; lower the learning rate (--lr, now {cfg.lr}) or use warmup "
+                "(--warmup-steps) in a new --run directory"
             )
         info = dict(progress_info, epoch=epoch, batch=batch, sums=sums.to_json())
         latest.save(int(state.step), {"model": (state.params, state.rest), "optimizer": (state.opt_state, state.step)}, info)
@@ -249,10 +279,11 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
             loss = sums.add(metrics)
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"the training loss became {loss} at epoch {epoch + 1}, batch {batch_number + 1}. The run stopped; "
-                    f"its last good checkpoint is in {run.latest} (step {latest.latest_step()}). Lower the learning "
-                    f"rate (--lr, now {cfg.lr}) or use warmup (--warmup-steps) in a new --run directory."
+                    f"the training loss became {loss} at epoch {epoch + 1}, batch {batch_number + 1}; the run stopped "
+                    f"and {last_good()}; lower the learning rate (--lr, now {cfg.lr}) or use warmup (--warmup-steps) "
+                    "in a new --run directory"
                 )
+            divergence.see(loss, int(state.step))
             elapsed = sums.seconds + time.perf_counter() - started
             bar.set_postfix(
                 loss=f"{sums.loss / sums.steps:.4f}",

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from flax import nnx
 
+from knifejax.atomic_write import write_text_atomically
+from knifejax.errors import ConfigError
 from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
@@ -41,18 +43,22 @@ class RunDir:
         self.latest = self.path / "checkpoints" / "latest"
         self.best = self.path / "checkpoints" / "best"
 
-    def start(self, cfg: TrainConfig) -> None:
-        """Write `cfg` into a new run, or check it against the run's own when resuming."""
+    def check_config(self, cfg: TrainConfig) -> None:
+        """Refuse `cfg` when the run already holds another configuration; writes nothing."""
         if self.config.exists():
             saved = TrainConfig.load(self.config)
             changed = saved.differences(cfg, ignore=RESUMABLE_CHANGES)
             if changed:
-                raise ValueError(
-                    f"{self.path} holds a run with another configuration ({'; '.join(changed)}). Resume it with "
-                    f"its own settings (see {self.config}), or give a new --run directory."
+                raise ConfigError(
+                    f"{self.path} holds a run with another configuration ({'; '.join(changed)}); resume it with "
+                    f"its own settings (see {self.config}), or give a new --run directory"
                 )
+
+    def start(self, cfg: TrainConfig) -> None:
+        """Commit `cfg` to the run (after its data and arguments were found usable): a failed start leaves none."""
+        self.check_config(cfg)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        write_text_atomically(self.config, json.dumps(cfg.to_json(), indent=2) + "\n")
 
     def write_classes(self, names: list[str]) -> None:
         self.classes.write_text(json.dumps(names, indent=1) + "\n")

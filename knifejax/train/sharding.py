@@ -16,6 +16,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from knifejax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -27,8 +29,8 @@ def data_mesh(devices: list | None = None) -> Mesh:
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     if batch_size % mesh.size:
-        raise ValueError(
-            f"batch size {batch_size} must be divisible by the {mesh.size} devices it is split over; "
+        raise ConfigError(
+            f"--batch-size {batch_size} must be divisible by the {mesh.size} devices it is split over; "
             f"use a multiple of {mesh.size}"
         )
 

@@ -1,0 +1,86 @@
+"""What knifejax raises for mistakes a user can fix, and the one way its entry points report them.
+
+The library raises typed exceptions whose message is one line: what is wrong, where (file, row, key or flag),
+what to do. `UserError` is their common base; `DataError`, `CheckpointError` and the rest derive from it (and
+from the builtin their callers already catch, `ValueError` or `RuntimeError`). Only the entry points that
+knifejax owns (`python -m knifejax`, `python -m experiments.*`) turn them into text, through `reported_errors`:
+`knifejax: error: <message>` on stderr and exit status 2, a full traceback only for a bug or with `--debug`.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+# What the environment refuses, not knifejax: a full disk, a read-only or forbidden folder.
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EFBIG: "the file would exceed the size limit",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+USER_ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message says what, where and what to do, in one line.
+
+    `details` may list more lines (every bad row of a data set, say): entry points print them on stdout,
+    above the error line.
+    """
+
+    details: tuple[str, ...] = ()
+
+
+class ConfigError(UserError, ValueError):
+    """An argument or configuration value that cannot work, found before any work starts."""
+
+
+def _environment_error(error: BaseException) -> OSError | None:
+    """The `OSError` a full disk or a read-only folder raised, even when a library wrapped it in another error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _fail(message: str) -> None:
+    print(f"knifejax: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(USER_ERROR_EXIT)
+
+
+@contextmanager
+def reported_errors(*, debug: bool = False, on_interrupt: Callable[[], str] | None = None) -> Iterator[None]:
+    """Run an entry point's work: a user's mistake or a refusing environment ends in one `knifejax: error:` line
+    and exit 2, Ctrl-C in one `knifejax: interrupted` line (with what `on_interrupt` says) and exit 130; a bug
+    keeps its traceback. `debug=True` re-raises everything, for the traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        hint = on_interrupt() if on_interrupt is not None else ""
+        print(f"knifejax: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT) from None
+    except UserError as error:
+        if debug:
+            raise
+        for line in error.details:
+            print(line)
+        _fail(str(error))
+    except Exception as error:
+        cause = _environment_error(error)
+        if debug or cause is None:
+            raise
+        where = f" {cause.filename}" if cause.filename else ""
+        _fail(f"cannot write{where}: {_ENVIRONMENT_ERRNOS[cause.errno]} ({cause.strerror}); free space or choose "
+              "another folder, then run the same command again")

@@ -1,0 +1,218 @@
+"""A careless user's mistakes, through the command line: each ends in one `knifejax: error:` line on stderr
+naming the place, exit status 2, and nothing written or lost. Argument mistakes are refused before any data is
+read or anything compiled, so these stay cheap."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from knifejax.cli import main as cli_main
+from knifejax.data import CsvSource, DataError, validate
+from knifejax.data.cache import decode_source
+from knifejax.errors import UserError, reported_errors
+from knifejax.train.loop import DivergenceWatch
+
+TRAIN = ["train", "--model", "resnet18", "--epochs", "1", "--image-size", "32", "--no-progress"]
+
+
+def _fails(capsys, argv: list[str], *says: str) -> str:
+    """Run the CLI, assert exit 2 and a single error line holding each of `says`; return that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert re.fullmatch(r"knifejax: error: [^\n]+\n", err), err
+    for text in says:
+        assert text in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--epochs", "0"], "--epochs must be at least 1, not 0"),
+        (["--epochs", "-1"], "--epochs must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 2"),
+        (["--batch-size", "1"], "--batch-size must be at least 2"),
+        (["--val-fraction", "1.5"], "--val-fraction must be in [0, 1)"),
+        (["--lr", "nan"], "--lr must be a positive number, not nan"),
+        (["--lr", "-0.1"], "--lr must be a positive number"),
+        (["--image-size", "0"], "--image-size must be at least 16 pixels"),
+        (["--image-size", "8"], "--image-size must be at least 16 pixels"),
+        (["--rotation", "90", "10"], "--rotation MIN MAX"),
+        (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
+        (["--optimizer", "adamm"], "argument --optimizer: invalid choice"),
+    ],
+)
+def test_bad_training_arguments_are_refused_before_any_work(tmp_path, capsys, flags, says):
+    run = tmp_path / "run"
+    _fails(capsys, [*TRAIN, "--run", str(run), *flags], says)
+    assert not run.exists()
+
+
+def test_a_run_folder_under_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    _fails(capsys, [*TRAIN, "--run", str(tmp_path / "file" / "run")], "--run", "is a file")
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (20, 20)).save(folder / "a.png")
+    return folder
+
+
+def test_predict_out_naming_a_folder_is_refused_before_predicting(tmp_path, capsys, photos):
+    # --run names nothing: the output path is judged before the model is even looked for
+    _fails(capsys, ["predict", "--run", str(tmp_path / "none"), str(photos), "--out", str(tmp_path)],
+           f"--out {tmp_path} is a folder")
+
+
+def test_predict_does_not_overwrite_silently(tmp_path, capsys, photos):
+    out = tmp_path / "predictions.csv"
+    out.write_text("precious\n")
+    _fails(capsys, ["predict", "--run", str(tmp_path / "none"), str(photos), "--out", str(out)], "--overwrite")
+    assert out.read_text() == "precious\n"
+
+
+def test_gradcam_out_naming_a_file_is_refused(tmp_path, capsys, photos):
+    (tmp_path / "grid.png").write_bytes(b"x")
+    _fails(capsys, ["gradcam", "--run", str(tmp_path / "none"), str(photos), "--out", str(tmp_path / "grid.png")],
+           "is a file")
+
+
+def test_gradcam_failed_needs_labels(tmp_path, capsys, photos):
+    _fails(capsys, ["gradcam", "--run", str(tmp_path / "none"), str(photos), "--select", "failed"],
+           "--select failed needs labelled images")
+
+
+def test_evaluate_without_a_model_says_how_to_name_one(capsys):
+    _fails(capsys, ["evaluate", "--data", "synthetic"], "give either --run DIR")
+
+
+# --- data mistakes, caught before the first step ------------------------------------------------------------
+
+
+def _study_set(root: Path, rows: list[str]) -> Path:
+    for label in range(4):
+        for i in range(3):
+            path = root / "Train" / f"Knife_{label}" / f"IMG_{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (24, 24), (40 * label, 30 * i, 7)).save(path)
+    csv = root / "train.csv"
+    csv.write_text("Id,Label\n" + "\n".join(rows) + "\n")
+    return csv
+
+
+def _rows(overrides: dict[tuple[int, int], str] | None = None) -> list[str]:
+    overrides = overrides or {}
+    return [f"./Train/Knife_{label}/IMG_{i}.png,{overrides.get((label, i), label)}" for label in range(4) for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        (_rows({(2, 1): "99"}), ["row 9:", "the label 99 is outside [0, 4)"]),  # a typo, not a 100-class model
+        (_rows({(1, 0): "3_0"}), ["row 5:", "the Label '3_0' is not an integer"]),
+        (_rows() + ["./Train/Knife_1/IMG_0.png,1"], ["train data row 14 repeats the image of train data row 5", "--allow-duplicates"]),
+        ([], ["no data rows below the header"]),
+        (_rows() + ["./Train/Knife_1/IMG\0.png,1"], ["row 14:", "NUL"]),
+    ],
+    ids=["typo_label", "underscore_label", "duplicate_row", "header_only", "nul_in_path"],
+)
+def test_data_mistakes_stop_before_training(tmp_path, capsys, rows, says):
+    csv = _study_set(tmp_path, rows)
+    run = tmp_path / "run"
+    err = _fails(capsys, [*TRAIN, "--run", str(run), "--data", str(csv), "--cache-dir", str(tmp_path / "cache")], *says)
+    assert str(csv) in err
+    assert not run.exists()
+
+
+def test_folders_name_the_classes_despite_a_typo_label(tmp_path):
+    source = CsvSource(_study_set(tmp_path, _rows({(2, 1): "99"})))
+    assert source.class_names == ["Knife_0", "Knife_1", "Knife_2", "Knife_3"]
+    report = validate(source, skip_bad=True)
+    assert [p.row for p in report.problems] == [9] and report.good.size == 11
+
+
+def test_validation_data_overlapping_training_data_is_refused(tmp_path, capsys):
+    csv = _study_set(tmp_path, _rows())
+    (tmp_path / "test.csv").write_text("Id,Label\n./Train/Knife_3/IMG_2.png,3\n")
+    _fails(capsys, [*TRAIN, "--run", str(tmp_path / "run"), "--data", str(csv), "--val-data", str(tmp_path / "test.csv"),
+                    "--cache-dir", str(tmp_path / "cache")], "val data row 2 repeats the image of train data row 13")
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_the_run_is_written(tmp_path, capsys):
+    csv = _study_set(tmp_path, _rows())
+    run = tmp_path / "run"
+    _fails(capsys, [*TRAIN, "--run", str(run), "--data", str(csv), "--batch-size", "64", "--cache-dir",
+                    str(tmp_path / "cache")], "--batch-size 64 is more than the 8 training images")  # 12 less a validation image per class
+    assert not run.exists()
+
+
+def test_a_symlink_loop_file_is_a_bad_file_even_when_skipped(tmp_path):
+    rows = _rows() + ["./Train/Knife_0/loop.png,0"]
+    csv = _study_set(tmp_path, rows)
+    os.symlink("loop.png", tmp_path / "Train" / "Knife_0" / "loop.png")
+    report = validate(CsvSource(csv), skip_bad=True)
+    assert report.good.size == 12 and "loop.png: cannot read the file" in str(report.problems[0])
+
+
+def test_a_damaged_decode_cache_is_named(tmp_path):
+    source = CsvSource(_study_set(tmp_path, _rows()))
+    data = decode_source(source, 16, tmp_path / "cache")
+    data.path.write_bytes(data.path.read_bytes()[:200])
+    damaged = decode_source(source, 16, tmp_path / "cache")
+    with pytest.raises(DataError, match=re.escape(str(data.path)) + ".*damaged.*delete the file"):
+        damaged.images
+
+
+# --- how the entry points report ------------------------------------------------------------------------------
+
+
+def test_interrupt_is_one_line_saying_where_to_resume(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info, reported_errors(on_interrupt=lambda: "the last checkpoint is step 3"):
+        raise KeyboardInterrupt
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "knifejax: interrupted; the last checkpoint is step 3\n"
+
+
+def test_a_full_disk_deep_inside_a_library_is_one_line(capsys):
+    def save():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints/latest/12")
+        except OSError as error:
+            raise ValueError("tensorstore: write failed") from error
+
+    with pytest.raises(SystemExit) as exit_info, reported_errors():
+        save()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("knifejax: error: cannot write /runs/x/checkpoints/latest/12: the disk is full") and err.count("\n") == 1
+
+
+def test_details_go_to_stdout_and_bugs_keep_their_traceback(capsys):
+    error = UserError("2 problems, the first: row 3")
+    error.details = ("  row 3: a", "  row 4: b")
+    with pytest.raises(SystemExit), reported_errors():
+        raise error
+    out, err = capsys.readouterr()
+    assert out == "  row 3: a\n  row 4: b\n" and err == "knifejax: error: 2 problems, the first: row 3\n"
+    with pytest.raises(ZeroDivisionError), reported_errors():
+        1 / 0
+
+
+def test_divergence_is_warned_once():
+    said = []
+    watch = DivergenceWatch(1e3, said.append)
+    for step, loss in enumerate([2.8, 50.0, 400.0, 1e17, np.inf]):
+        watch.see(loss, step + 1)
+    assert len(said) == 1 and "grew from 2.8 to 400 by step 3" in said[0] and "--lr, now 1000" in said[0]
