@@ -42,6 +42,10 @@ class ConfigError(UserError, ValueError):
     """An argument or configuration value that cannot work, found before any work starts."""
 
 
+class MissingError(UserError, FileNotFoundError):
+    """A run, checkpoint or ensemble the user named does not exist (yet)."""
+
+
 def _environment_error(error: BaseException) -> OSError | None:
     """The `OSError` a full disk or a read-only folder raised, even when a library wrapped it in another error."""
     seen = set()

@@ -14,20 +14,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from knifejax.errors import ConfigError
+
 METHODS = ("average", "geometric")
 
 
 def normalized_weights(weights: Sequence[float] | None, num_members: int) -> np.ndarray:
     """`weights` as float32 summing to 1 (equal weights when None); a clear error for a wrong count or sign."""
     if num_members < 1:
-        raise ValueError("an ensemble needs at least one member")
+        raise ConfigError("an ensemble needs at least one member")
     if weights is None:
         return np.full(num_members, 1.0 / num_members, np.float32)
     w = np.asarray(weights, np.float64).reshape(-1)
     if w.size != num_members:
-        raise ValueError(f"{w.size} weights for {num_members} members: give one weight per member")
+        raise ConfigError(f"{w.size} weights for {num_members} members: give one weight per member")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"weights must be finite, non-negative and not all zero, got {list(w)}")
+        raise ConfigError(f"weights must be finite, non-negative and not all zero, got {list(w)}")
     return (w / w.sum()).astype(np.float32)
 
 

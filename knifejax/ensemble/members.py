@@ -16,7 +16,7 @@ from typing import Any
 
 from flax import nnx
 
-from knifejax.errors import UserError
+from knifejax.errors import MissingError, UserError
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.run import RunDir, image_size, load_run, normalization
@@ -65,7 +65,7 @@ def _checkpoint_step(run: RunDir, which: str) -> tuple[int, int]:
     step = checkpoints.latest_step()
     checkpoints.close()
     if step is None:
-        raise FileNotFoundError(f"{folder} holds no checkpoint yet: the run has not finished an epoch")
+        raise MissingError(f"{folder} holds no checkpoint yet: the run has not finished an epoch")
     step_dir = folder / str(step)
     return step, (step_dir.stat().st_mtime_ns if step_dir.exists() else 0)
 

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from knifejax.errors import ConfigError
+
 Params = dict  # {"mean": (D,), "std": (D,), "layers": [{"kernel": (in, out), "bias": (out,)}, ...]}
 
 
@@ -39,11 +41,11 @@ class StackerConfig:
 
     def __post_init__(self):
         if self.depth < 0 or self.hidden < 1 or self.epochs < 1 or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"invalid stacker configuration {self}")
+            raise ConfigError(f"invalid stacker configuration {self}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1 or None, got {self.batch_size}")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

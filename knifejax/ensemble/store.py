@@ -26,6 +26,7 @@ import jax
 from knifejax.ensemble.members import EnsembleError, load_member
 from knifejax.ensemble.model import Ensemble
 from knifejax.ensemble.stacking import StackerConfig, init_stacker
+from knifejax.errors import MissingError
 from knifejax.train.checkpoint import Checkpoints
 
 FORMAT = 1
@@ -77,7 +78,7 @@ def load_ensemble(directory: str | Path, *, batch_size: int = 32, log: Callable[
     directory = Path(directory)
     path = directory / ENSEMBLE_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{directory} is not an ensemble directory: it has no {ENSEMBLE_FILE}")
+        raise MissingError(f"{directory} is not an ensemble directory: it has no {ENSEMBLE_FILE}")
     spec = json.loads(path.read_text())
     if spec.get("format") != FORMAT:
         raise EnsembleError(f"{path}: unknown format {spec.get('format')!r} (this knifejax reads format {FORMAT})")

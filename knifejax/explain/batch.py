@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
+from knifejax.errors import ConfigError
 from knifejax.explain.gradcam import grad_cam_and_scores
 from knifejax.explain.overlay import overlay, plot_grid
 
@@ -92,7 +93,7 @@ def write_explanations(
     red: failed); returns the paths written, the grid last."""
     indices = explained.select(which, limit)
     if not len(indices):
-        raise ValueError(f"no {which} predictions to draw among {len(explained.images)} images")
+        raise ConfigError(f"no {which} predictions to draw among {len(explained.images)} images")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = names or [f"image_{i:04d}" for i in range(len(explained.images))]

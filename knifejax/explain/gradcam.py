@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from knifejax.errors import ConfigError
+
 Array = jax.Array
 
 
@@ -47,7 +49,7 @@ def _locate(model: nnx.Module, layer: str) -> tuple[object, str | int]:
     for part in layer.split("."):
         if isinstance(node, nnx.List):
             if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-                raise ValueError(f"Grad-CAM layer {layer!r}: {'.'.join(walked)} has {len(node)} entries, not {part!r}")
+                raise ConfigError(f"Grad-CAM layer {layer!r}: {'.'.join(walked)} has {len(node)} entries, not {part!r}")
             parent, key = node, int(part) % len(node)
             node = node[key]
         else:
@@ -55,7 +57,7 @@ def _locate(model: nnx.Module, layer: str) -> tuple[object, str | int]:
             if not isinstance(child, (nnx.Module, nnx.List)):
                 children = sorted(k for k, v in vars(node).items() if isinstance(v, (nnx.Module, nnx.List)))
                 where = ".".join(walked) or type(model).__name__
-                raise ValueError(f"Grad-CAM layer {layer!r}: {where} has no module {part!r}; it has {children}")
+                raise ConfigError(f"Grad-CAM layer {layer!r}: {where} has no module {part!r}; it has {children}")
             parent, key, node = node, part, child
         walked.append(part)
     while isinstance(node, nnx.List):

@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from knifejax.errors import MissingError
+
 
 def _is_key(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
@@ -62,7 +64,7 @@ class Checkpoints:
         their templates, and the progress saved with them."""
         step = self.manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.manager.directory}")
+            raise MissingError(f"no checkpoint in {self.manager.directory}")
         items = {
             name: ocp.args.StandardRestore([_abstract(x) for x in jax.tree.leaves(tree)])
             for name, tree in templates.items()

@@ -19,7 +19,7 @@ from pathlib import Path
 from flax import nnx
 
 from knifejax.atomic_write import write_text_atomically
-from knifejax.errors import ConfigError
+from knifejax.errors import ConfigError, MissingError
 from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
@@ -121,7 +121,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[nnx.Module, Trai
     """
     run = RunDir(run_dir)
     if not run.config.exists():
-        raise FileNotFoundError(f"{run.path} is not a run directory: it has no config.json")
+        raise MissingError(f"{run.path} is not a run directory: it has no config.json")
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
     cfg = TrainConfig.load(run.config)
@@ -129,7 +129,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[nnx.Module, Trai
     folder = run.best if which == "best" else run.latest
     checkpoints = Checkpoints(folder)
     if checkpoints.latest_step() is None:
-        raise FileNotFoundError(f"{folder} holds no checkpoint yet: the run has not finished an epoch")
+        raise MissingError(f"{folder} holds no checkpoint yet: the run has not finished an epoch")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a fresh head is expected: the checkpoint replaces it
         model = build_model(cfg, cfg.num_classes or len(names), initial_weights=False)
