@@ -94,7 +94,7 @@ def _config_from_args(args: argparse.Namespace):
     saved = RunDir(args.run).config
     if saved.exists() and args.preset is None:
         # resuming: the saved config is the base, flags given again must agree with it (checked by RunDir)
-        return TrainConfig.load(saved).replace(**given)
+        return RunDir(args.run).read_config().replace(**given)
     if args.preset == "study":
         return TrainConfig.study(**given)
     return TrainConfig(**given)

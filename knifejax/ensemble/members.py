@@ -61,7 +61,7 @@ class Member:
 def _checkpoint_step(run: RunDir, which: str) -> tuple[int, int]:
     """(step, modification time in ns) of the checkpoint `which` of `run`."""
     folder = run.best if which == "best" else run.latest
-    checkpoints = Checkpoints(folder)
+    checkpoints = Checkpoints(folder, create=False)
     step = checkpoints.latest_step()
     checkpoints.close()
     if step is None:

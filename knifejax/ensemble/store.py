@@ -103,7 +103,7 @@ def load_ensemble(directory: str | Path, *, batch_size: int = 32, log: Callable[
         stacker_config = StackerConfig.from_json(spec["stacker"]["config"])
         fit_info = spec["stacker"]["fit"]
         template = init_stacker(jax.random.key(0), fit_info["input_dim"], members[0].num_classes, stacker_config)
-        checkpoints = Checkpoints(directory / "stacker")
+        checkpoints = Checkpoints(directory / "stacker", create=False)
         trees, _ = checkpoints.restore({"stacker": template})
         checkpoints.close()
         stacker = trees["stacker"]

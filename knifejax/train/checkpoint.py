@@ -45,8 +45,11 @@ def _from_saved(template: Any, leaves: list) -> Any:
 class Checkpoints:
     """The checkpoints kept in one folder (`max_to_keep` newest), indexed by an integer step."""
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 1):
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True)
+    def __init__(self, directory: str | Path, max_to_keep: int = 1, create: bool = True):
+        """`create=False` to read: a missing folder is then no checkpoint, and nothing is created."""
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=False, create=create
+        )
         self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
     def latest_step(self) -> int | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from knifejax.atomic_write import write_text_atomically
 from knifejax.data.cache import DEFAULT_CACHE_DIR, DecodedImages, decode_source, source_fingerprint
 from knifejax.data.errors import DataError
 from knifejax.data.open import open_source
@@ -60,8 +61,8 @@ def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callabl
     fingerprint = source_fingerprint(source)
     folder = cache_dir(cfg)
     verdict = None if folder is None or fingerprint is None else folder / f"{fingerprint}-checked-{num_classes}.json"
-    if verdict is not None and verdict.exists():
-        saved = json.loads(verdict.read_text())
+    saved = _read_verdict(verdict)
+    if saved is not None:
         good, problems = np.asarray(saved["good"], np.int64), saved["problems"]
     elif hasattr(source, "paths") or hasattr(source, "row_problems"):
         with tqdm(total=len(source), desc=f"checking {role} files", unit="img", leave=False, disable=not progress) as bar:
@@ -69,7 +70,7 @@ def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callabl
         good, problems = report.good, [str(p) for p in report.problems]
         if verdict is not None:
             verdict.parent.mkdir(parents=True, exist_ok=True)
-            verdict.write_text(json.dumps({"good": good.tolist(), "problems": problems}))
+            write_text_atomically(verdict, json.dumps({"good": good.tolist(), "problems": problems}))
     else:  # generated or pre-decoded sources: only labels can be wrong
         labels = np.asarray(source.labels)
         bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
@@ -81,6 +82,15 @@ def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callabl
         log(f"{role}: skipped {len(source) - len(good)} of {len(source)} items with problems (see data_report.json)")
     entry = {"items": len(source), "skipped": int(len(source) - len(good)), "problems": problems}
     return (source if len(good) == len(source) else Subset(source, good)), entry
+
+
+def _read_verdict(path: Path | None) -> dict | None:
+    """A cached check's verdict, or None when there is none or it cannot be read (then the data is checked again)."""
+    try:
+        saved = json.loads(path.read_text()) if path is not None and path.exists() else None
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and {"good", "problems"} <= saved.keys() else None
 
 
 def _refuse_duplicates(sources: dict) -> None:

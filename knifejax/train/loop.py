@@ -12,6 +12,7 @@ before anything computed from it is checkpointed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -188,9 +189,17 @@ class DivergenceWatch:
 
 
 def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
-    """Train (or resume) the run `cfg` describes in `run_dir`; returns the per-epoch metrics lines."""
+    """Train (or resume) the run `cfg` describes in `run_dir`; returns the per-epoch metrics lines.
+
+    The run directory is held for this trainer (`RunDir.lock`) from the moment its data and arguments were found
+    usable until it returns or fails: a second trainer on the same directory stops with `RunInUseError`.
+    """
+    with contextlib.ExitStack() as held:
+        return _fit(cfg, RunDir(run_dir), held, progress=progress, log=log)
+
+
+def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress: bool, log: Callable[[str], None]) -> list[dict]:
     is_main = jax.process_index() == 0
-    run = RunDir(run_dir)
     run.check_config(cfg)
     mesh = data_mesh()
     check_batch_size(cfg.batch_size, mesh)
@@ -203,6 +212,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
             f"--batch-size {cfg.batch_size} is more than the {len(data.train)} training images; lower --batch-size"
         )
     if is_main:
+        held.enter_context(run.lock())
         run.start(cfg)
         run.write_classes(data.class_names)
         write_text_atomically(run.path / "data_report.json", json.dumps(data.report, indent=1) + "\n")
@@ -339,7 +349,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
         test_logits = predict_logits(eval_step, state, data.test, cfg.batch_size, mesh)
         test = metrics_from_logits(test_logits, data.test.labels) | standard_errors(test_logits, data.test.labels)
         if is_main:
-            run.test_metrics.write_text(json.dumps({"model": "final", **test}, indent=1) + "\n")
+            write_text_atomically(run.test_metrics, json.dumps({"model": "final", **test}, indent=1) + "\n")
         log(f"test: MAP@5 {test['map@5']:.4f}, MAP@1 {test['map@1']:.4f}, acc@5 {test['acc@5']:.4f}")
     latest.close()
     best.close()

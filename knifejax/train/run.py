@@ -12,14 +12,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flax import nnx
 
 from knifejax.atomic_write import write_text_atomically
-from knifejax.errors import ConfigError, MissingError
+from knifejax.errors import ConfigError, MissingError, UserError
 from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
@@ -29,6 +34,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Fields a resumed run may change: they alter how long it runs or how it is fed, not what it computes.
 RESUMABLE_CHANGES = ("epochs", "workers", "cache_dir")
+
+
+class RunInUseError(UserError, RuntimeError):
+    """Another trainer holds the run directory."""
+
+
+class RunDamagedError(UserError, ValueError):
+    """A file of the run directory cannot be read: the message names it and says what to do."""
 
 
 class RunDir:
@@ -43,10 +56,19 @@ class RunDir:
         self.latest = self.path / "checkpoints" / "latest"
         self.best = self.path / "checkpoints" / "best"
 
+    def read_config(self) -> TrainConfig:
+        try:
+            return TrainConfig.load(self.config)
+        except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise RunDamagedError(
+                f"{self.config}: cannot read the run's configuration ({error}); restore the file, or start the run "
+                "again in a new --run directory"
+            ) from error
+
     def check_config(self, cfg: TrainConfig) -> None:
         """Refuse `cfg` when the run already holds another configuration; writes nothing."""
         if self.config.exists():
-            saved = TrainConfig.load(self.config)
+            saved = self.read_config()
             changed = saved.differences(cfg, ignore=RESUMABLE_CHANGES)
             if changed:
                 raise ConfigError(
@@ -60,28 +82,70 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomically(self.config, json.dumps(cfg.to_json(), indent=2) + "\n")
 
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for one trainer: a second one stops at once, naming the holder.
+
+        An OS lock (`fcntl.flock` on `.lock`), which the kernel releases when the holder dies however it dies, so
+        a killed run never leaves the folder locked; the holder's PID and host are written in the file for the
+        message.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        file = (self.path / ".lock").open("a+")
+        try:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                holder = file.read().strip() or "another process"
+                raise RunInUseError(
+                    f"{self.path} is being trained by {holder}; wait for it to finish, or stop it, or give another --run"
+                ) from None
+            file.seek(0)
+            file.truncate()
+            file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            file.flush()
+            yield
+        finally:
+            file.close()
+
     def write_classes(self, names: list[str]) -> None:
-        self.classes.write_text(json.dumps(names, indent=1) + "\n")
+        write_text_atomically(self.classes, json.dumps(names, indent=1) + "\n")
 
     def read_classes(self) -> list[str]:
         return json.loads(self.classes.read_text())
 
     def write_model_summary(self, summary: dict) -> None:
-        self.model_summary.write_text(json.dumps(summary, indent=1) + "\n")
+        write_text_atomically(self.model_summary, json.dumps(summary, indent=1) + "\n")
 
     def history(self) -> list[dict]:
+        """The metrics lines; a last line torn by a kill mid-write is dropped (its epoch is trained again)."""
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.metrics.read_text().splitlines() if line.strip()]
+        history = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                history.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise RunDamagedError(
+                        f"{self.metrics}: line {number} is not JSON; the metrics log is damaged: repair or delete the "
+                        "line (the run's checkpoints are not affected)"
+                    ) from None
+        return history
 
     def keep_epochs_before(self, epoch: int) -> None:
-        """Drop metric lines of epochs >= `epoch` (written after the checkpoint a resumed run restarts from)."""
-        kept = [h for h in self.history() if h["epoch"] < epoch]
-        self.metrics.write_text("".join(json.dumps(h) + "\n" for h in kept))
+        """Drop metric lines of epochs >= `epoch` (written after the checkpoint a resumed run restarts from), and a
+        torn last line."""
+        self._write_metrics([h for h in self.history() if h["epoch"] < epoch])
 
     def append_metrics(self, line: dict) -> None:
-        with self.metrics.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        self._write_metrics([*self.history(), line])
+
+    def _write_metrics(self, lines: list[dict]) -> None:
+        """The whole log, atomically: a kill mid-write leaves the previous log, never a torn line."""
+        write_text_atomically(self.metrics, "".join(json.dumps(h) + "\n" for h in lines))
 
 
 def normalization(norm: str, pretrained_cfg: dict) -> tuple[tuple, tuple]:
@@ -124,10 +188,10 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[nnx.Module, Trai
         raise MissingError(f"{run.path} is not a run directory: it has no config.json")
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
-    cfg = TrainConfig.load(run.config)
+    cfg = run.read_config()
     names = run.read_classes()
     folder = run.best if which == "best" else run.latest
-    checkpoints = Checkpoints(folder)
+    checkpoints = Checkpoints(folder, create=False)
     if checkpoints.latest_step() is None:
         raise MissingError(f"{folder} holds no checkpoint yet: the run has not finished an epoch")
     with warnings.catch_warnings():
