@@ -197,7 +197,7 @@ def _entry_jobs(name: str, path: Path, csv: Path, run: Path) -> list[dict]:
         ("create_model", [MODEL, str(path)], HEADROOM_MB),
         ("cli", ["evaluate", "--model", MODEL, "--weights", str(path), "--data", str(csv)], CLI_HEADROOM_MB),
         ("cli", ["train", "--run", str(run / name), "--model", MODEL, "--weights", str(path), "--data", str(csv),
-                 "--val-data", str(csv), "--epochs", "1", "--batch-size", "2", "--image-size", "32",
+                 "--epochs", "1", "--batch-size", "2", "--image-size", "32",
                  "--no-progress", "--cache-dir", str(run / "cache")], CLI_HEADROOM_MB),
     ]
     return [{"id": f"{name}/{entry}/{i}", "entry": entry, "args": args, "headroom_mb": mb}

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from knifejax.data.errors import DataError
+from knifejax.errors import UserError
 from knifejax.data.workers import allow_grain_workers
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("KNIFEJAX_CACHE", Path.home() / ".cache" / "knifejax")) / "decoded"
@@ -64,6 +65,47 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[:2] == (size, size):
         return np.ascontiguousarray(image)
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def _allocated_memmap(partial: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A new .npy memory map whose blocks are reserved on disk first: a full disk is then an error here, not a
+    SIGBUS on some later page write (the file would otherwise be sparse)."""
+    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with partial.open("r+b") as file:
+            os.posix_fallocate(file.fileno(), 0, partial.stat().st_size)
+    except OSError as error:
+        needed = partial.stat().st_size
+        del array
+        partial.unlink(missing_ok=True)
+        raise CacheSpaceError(
+            f"{partial.parent}: cannot reserve the {needed / 2**20:.0f} MiB the decoded-image cache needs "
+            f"({error.strerror}); free space there, or give --cache-dir a folder with room (or none, to keep the "
+            "images in memory)"
+        ) from error
+    return array
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Partial cache files of processes that no longer run (killed while decoding)."""
+    for partial in path.parent.glob(f"{path.stem}.*.partial.npy"):
+        pid = partial.name[len(path.stem) + 1 :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class CacheSpaceError(UserError, OSError):
+    """The decoded-image cache does not fit on its disk."""
 
 
 class DecodedImages:
@@ -135,8 +177,9 @@ def decode_source(
         array = np.empty((n, size, size, 3), np.uint8)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(path)
         partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
-        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        array = _allocated_memmap(partial, (n, size, size, 3))
     for index, image in enumerate(_decoded(source, size, workers)):
         array[index] = image
         if progress is not None:
