@@ -327,17 +327,24 @@ def data_results(tmp_path_factory):
                                ("pixels", "./img/bomb.png", "12000 x 12000 pixels")):
         (special / f"{name}.csv").write_text(f"Id,Label\n{target},0\n")
         cases[name] = ("validate_csv", special / f"{name}.csv", says)
-    jobs = [{"id": name, "entry": entry, "args": [str(path)], "headroom_mb": HEADROOM_MB}
-            for name, (entry, path, _) in cases.items()]
-    return cases, _run_child(jobs, tmp_path_factory.mktemp("child"), timeout=300)
+    runs = tmp_path_factory.mktemp("runs")
+    jobs = []
+    for name, (entry, path, _) in cases.items():
+        jobs.append({"id": name, "entry": entry, "args": [str(path)], "headroom_mb": HEADROOM_MB})
+        train = ["train", "--run", str(runs / name), "--data", str(path), "--no-progress", "--cache-dir", str(runs / "c")]
+        jobs.append({"id": f"{name}/cli", "entry": "cli", "args": train, "headroom_mb": CLI_HEADROOM_MB})
+    return cases, _run_child(jobs, tmp_path_factory.mktemp("child"), timeout=300), runs
 
 
 @pytest.mark.parametrize("case", ["loop1", "loop2", "fifo", "dev_zero", "pixels"])
 def test_hostile_data_is_a_bad_file_not_a_hang(data_results, case):
-    cases, results = data_results
-    result, says = results[case], cases[case][2]
-    assert result["error"] == "DataError", result
-    assert says in result["message"], result
+    cases, results, runs = data_results
+    says = cases[case][2]
+    library, cli = results[case], results[f"{case}/cli"]
+    assert library["error"] == "DataError" and says in library["message"], library
+    assert cli["code"] == 2 and cli["message"].startswith("knifejax: error: ") and cli["message"].count("\n") == 1, cli
+    assert says in cli["message"], cli
+    assert not (runs / case).exists()
 
 
 def test_a_symlinked_dataset_folder_is_still_followed(tmp_path):

@@ -110,3 +110,28 @@ def test_atomic_writes_leave_the_old_file_when_the_write_fails(tmp_path, monkeyp
     with pytest.raises(OSError, match="No space"):
         atomic_write.write_text_atomically(target, "new")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_a_full_disk_while_caching_is_an_error_not_a_sigbus(tmp_path):
+    """RLIMIT_FSIZE with SIGXFSZ ignored makes writes past 1 MiB fail with EFBIG, as a full disk fails with ENOSPC."""
+    script = f"""
+import resource, signal, sys
+from PIL import Image
+from knifejax.data import ImageFolderSource
+from knifejax.data.cache import CacheSpaceError, decode_source
+root = {str(tmp_path / "data")!r}
+for label in ("a", "b"):
+    import os; os.makedirs(f"{{root}}/{{label}}", exist_ok=True)
+    for i in range(20):
+        Image.new("RGB", (8, 8)).save(f"{{root}}/{{label}}/{{i}}.png")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+try:
+    decode_source(ImageFolderSource(root), 128, {str(tmp_path / "cache")!r})
+except CacheSpaceError as error:
+    print(error)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cannot reserve the 2 MiB the decoded-image cache needs" in result.stdout and "--cache-dir" in result.stdout
+    assert list((tmp_path / "cache").iterdir()) == []  # no partial file left behind

@@ -70,13 +70,12 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 def _allocated_memmap(partial: Path, shape: tuple[int, ...]) -> np.ndarray:
     """A new .npy memory map whose blocks are reserved on disk first: a full disk is then an error here, not a
     SIGBUS on some later page write (the file would otherwise be sparse)."""
-    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+    needed = 128 + int(np.prod(shape))  # the .npy header takes at most 128 bytes here
     try:
+        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
         with partial.open("r+b") as file:
             os.posix_fallocate(file.fileno(), 0, partial.stat().st_size)
     except OSError as error:
-        needed = partial.stat().st_size
-        del array
         partial.unlink(missing_ok=True)
         raise CacheSpaceError(
             f"{partial.parent}: cannot reserve the {needed / 2**20:.0f} MiB the decoded-image cache needs "
