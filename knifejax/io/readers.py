@@ -234,40 +234,40 @@ def _open_safetensors(path: Path) -> Iterator[StateDictFile]:
     """safetensors checks its header against the file's size, so its shapes can be trusted as they are."""
     try:
         with safe_open(path, framework="numpy") as file:
-            entries = {}
+            entries, header = {}, None
             for name in file.keys():
                 view = file.get_slice(name)
                 kind = view.get_dtype()
-                dtype = _SAFETENSORS_ML_DTYPES.get(kind) or _SAFETENSORS_DTYPES.get(kind)
-                if dtype is None:
+                if kind in _SAFETENSORS_ML_DTYPES:
+                    header = header or _safetensors_header(path)
+                    dtype = _SAFETENSORS_ML_DTYPES[kind]
+                    read = functools.partial(_read_ml_dtype_tensor, path, header[0], header[1][name])
+                elif kind in _SAFETENSORS_DTYPES:
+                    dtype, read = _SAFETENSORS_DTYPES[kind], functools.partial(file.get_tensor, name)
+                else:
                     raise CheckpointError(f"{path}: {name!r}: unsupported safetensors dtype {kind}")
-                read = functools.partial(_read_safetensors_tensor, path, file, name, kind)
                 entries[name] = TensorEntry(tuple(view.get_shape()), dtype, read)
             yield StateDictFile(str(path), _strip_wrapper_prefixes(entries), Budget(path, path.stat().st_size))
     except SafetensorError as error:
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file: {error}") from error
 
 
-def _read_safetensors_tensor(path: Path, file: Any, name: str, kind: str) -> np.ndarray:
-    if kind not in _SAFETENSORS_ML_DTYPES:
-        return file.get_tensor(name)
-    return _read_safetensors_ml_dtype(path, name)
-
-
-def _read_safetensors_ml_dtype(path: Path, name: str) -> np.ndarray:
-    """Read a tensor of a dtype ``safetensors.numpy`` lacks straight from the file.
-
-    Layout: an 8-byte little-endian header length, a JSON header giving each tensor's dtype,
-    shape and ``data_offsets`` relative to the end of the header, then the data.  ``safe_open``
-    has already validated the header against the file size.
-    """
+def _read_ml_dtype_tensor(path: Path, header_size: int, info: dict) -> np.ndarray:
+    """Read a tensor of a dtype ``safetensors.numpy`` lacks straight from the file, as its header ``info`` says."""
+    begin, end = info["data_offsets"]
     with path.open("rb") as file:
-        header_size = int.from_bytes(file.read(8), "little")
-        info = json.loads(file.read(header_size))[name]
-        begin, end = info["data_offsets"]
         file.seek(8 + header_size + begin)
         data = bytearray(file.read(end - begin))
     return np.frombuffer(data, dtype=_SAFETENSORS_ML_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
+def _safetensors_header(path: Path) -> tuple[int, dict]:
+    """(size, parsed JSON) of a file's header. Layout: an 8-byte little-endian header length, a JSON header giving
+    each tensor's dtype, shape and ``data_offsets`` relative to the end of the header, then the data; ``safe_open``
+    has already validated it against the file's size."""
+    with path.open("rb") as file:
+        header_size = int.from_bytes(file.read(8), "little")
+        return header_size, json.loads(file.read(header_size))
 
 
 @contextmanager
