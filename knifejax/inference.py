@@ -11,6 +11,7 @@ from knifejax.data.cache import DecodedImages, resize_square
 from knifejax.data.decode import DEFAULT_MAX_PIXELS, load_rgb
 from knifejax.data.errors import DataError
 from knifejax.data.sources import IMAGE_EXTENSIONS, ImageFolderSource
+from knifejax.data.validate import problems_error
 from knifejax.io.errors import CheckpointError
 from knifejax.io.readers import open_state_dict
 from knifejax.models.registry import create_model, get_pretrained_cfg
@@ -88,7 +89,7 @@ class Predictor:
             except DataError as error:
                 problems.append(str(error))
         if problems:
-            raise DataError(f"{len(problems)} image(s) cannot be read:\n  " + "\n  ".join(problems))
+            raise problems_error("the images given", problems, len(paths), advice="replace or leave out those files")
         array = np.stack(images) if images else np.zeros((0, self.size, self.size, 3), np.uint8)
         return DecodedImages(np.full(len(paths), -1), self.class_names, self.size, None, array)
 
