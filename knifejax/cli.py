@@ -22,7 +22,7 @@ from pathlib import Path
 from knifejax.atomic_write import write_text_atomically
 from knifejax.data.decode import DEFAULT_MAX_PIXELS
 from knifejax.data.open import SPEC_HELP
-from knifejax.errors import ConfigError, reported_errors
+from knifejax.errors import CommandParser, ConfigError, reported_errors
 
 EXAMPLES = """examples:
   python -m knifejax train --run runs/lite0 --pretrained default --epochs 3 --image-size 96 --synthetic-classes 32
@@ -305,16 +305,8 @@ def _add_trained_model_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"refuse image files with more pixels than this (default: {DEFAULT_MAX_PIXELS})")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, its mistakes reported in knifejax's one-line format (exit 2, as argparse's own)."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        print(f"knifejax: error: {message}; see {self.prog} --help", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog="python -m knifejax",
         description="Fine-grained image classification with timm-equal JAX models.",
         epilog=EXAMPLES,

@@ -9,8 +9,10 @@ knifejax owns (`python -m knifejax`, `python -m experiments.*`) turn them into t
 
 from __future__ import annotations
 
+import argparse
 import errno
 import sys
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -44,6 +46,14 @@ class ConfigError(UserError, ValueError):
 
 class MissingError(UserError, FileNotFoundError):
     """A run, checkpoint or ensemble the user named does not exist (yet)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for knifejax's commands: a mistake in the arguments is one `knifejax: error:` line, exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"knifejax: error: {message}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(USER_ERROR_EXIT)
 
 
 def _environment_error(error: BaseException) -> OSError | None:
