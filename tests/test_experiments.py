@@ -22,7 +22,8 @@ from flax import nnx
 import knifejax as kj
 from experiments import (compare_architectures, compare_optimizers, compare_vit, ensemble, gradcam, report, runner,
                          sweep_batch, sweep_lr, sweep_scheduler, transfer_modes)  # fmt: skip
-from experiments.presets import STUDY_BATCH_SIZES, STUDY_LEARNING_RATES, format_lr
+from experiments.presets import format_lr
+from knifejax import study
 from knifejax.models import registry
 from knifejax.models.layers import BatchNorm2d
 from knifejax.train.config import TrainConfig
@@ -137,19 +138,19 @@ def lr_sweep(root) -> dict:
 
 
 def test_sweep_lr_smoke(lr_sweep, root):
-    labels = [f"lr={format_lr(lr)}" for lr in STUDY_LEARNING_RATES]
+    labels = [f"lr={format_lr(lr)}" for lr in study.LEARNING_RATES]
     check_outputs(lr_sweep, root / "sweep_lr-smoke", labels, ["fig1_learning_rate.png"])
     assert {r["status"] for r in lr_sweep["runs"]} == {"trained"}
     configs = [TrainConfig.from_json(s["config"]) for s in lr_sweep["settings"].values()]
-    assert [c.lr for c in configs] == list(STUDY_LEARNING_RATES) and {c.schedule for c in configs} == {"constant"}
+    assert [c.lr for c in configs] == list(study.LEARNING_RATES) and {c.schedule for c in configs} == {"constant"}
     assert {c.image_size for c in configs} == {32} and {c.synthetic_classes for c in configs} == {4}
     # the rate of the first epoch's steps is what each run logged
-    assert [r["history"][0]["lr"] for r in lr_sweep["runs"]] == pytest.approx(list(STUDY_LEARNING_RATES), rel=1e-6)
+    assert [r["history"][0]["lr"] for r in lr_sweep["runs"]] == pytest.approx(list(study.LEARNING_RATES), rel=1e-6)
 
 
 def test_sweep_scheduler_smoke_reuses_the_lr_sweeps_constant_runs(lr_sweep, root):
     document = smoke(sweep_scheduler, root)
-    labels = [f"lr={format_lr(lr)} {s}" for lr in STUDY_LEARNING_RATES for s in ("constant", "cosine")]
+    labels = [f"lr={format_lr(lr)} {s}" for lr in study.LEARNING_RATES for s in ("constant", "cosine")]
     check_outputs(document, root / "sweep_scheduler-smoke", labels,
                   ["fig2a_lr_schedules.png", "fig2b_final_loss.png", "fig2c_curves.png"])  # fmt: skip
     status = {r["setting"]: r["status"] for r in document["runs"]}
@@ -257,7 +258,7 @@ def test_study_preset_runs_the_studys_settings(module, tmp_path, capsys):
         cfg = run.config
         assert (cfg.model, cfg.image_size, cfg.epochs, cfg.norm) == ("tf_efficientnet_b0", 224, 20, "imagenet")
         assert (cfg.data, cfg.val_data, cfg.root, cfg.pretrained) == ("train.csv", "test.csv", "knives", str(weights))
-        assert cfg.batch_size in STUDY_BATCH_SIZES and cfg.lr in STUDY_LEARNING_RATES
+        assert cfg.batch_size in study.BATCH_SIZES and cfg.lr in study.LEARNING_RATES
     overrides = module.EXPERIMENT.settings(runner.PRESETS["study"])
     untouched = {k for o in overrides.values() for k in o}
     base = TrainConfig.study()
