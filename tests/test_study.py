@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import experiments
 import knifejax as kj
-from experiments import (compare_architectures, compare_optimizers, compare_vit, ensemble, runner, sweep_batch,
-                         sweep_lr, sweep_scheduler, transfer_modes)  # fmt: skip
+from experiments import (compare_architectures, compare_optimizers, compare_vit, ensemble, report, runner,
+                         study_results, sweep_batch, sweep_lr, sweep_scheduler, transfer_modes)  # fmt: skip
 from knifejax import cli, study
 from knifejax.models.pretrained import missing_weights_message, weights_in_folder
 from knifejax.train.config import TrainConfig
@@ -132,3 +133,49 @@ def test_experiment_list_names_the_weights_each_run_needs(tmp_path, capsys):
         compare_architectures.main(["--data", "train.csv", "--weights-dir", str(tmp_path), "--out",
                                     str(tmp_path / "out"), "--no-progress", "--compile-cache", "off"])  # fmt: skip
     assert not (tmp_path / "out" / "runs").exists()  # refused before anything trained
+
+
+def _reported_numbers() -> set[str]:
+    """Every number the study reported, as the tables and the report print it."""
+    readings = [study_results.FIG1, study_results.FIG2B, *study_results.TABLE1.values(),
+                *study_results.TABLE2.values(), *study_results.TABLE3.values(), *study_results.TABLE4_MEMBERS.values(),
+                study_results.TABLE4_AVERAGING, study_results.TABLE4_STACKED]  # fmt: skip
+    values = {v for r in readings for v in (r.map5, r.map1) if v is not None}
+    values |= {r.loss for r in readings if r.loss is not None and r.loss >= 0.01}  # 0.001-0.008 occur as other things
+    return {f"{v:.3f}" for v in values}
+
+
+def test_the_studys_numbers_are_typed_in_study_results_only():
+    numbers = _reported_numbers()
+    assert {"0.661", "0.694", "0.691", "0.704", "0.594", "0.734", "4.398"} <= numbers
+    for path in sorted(Path(experiments.__file__).parent.glob("*.py")):
+        if path.name != "study_results.py":
+            typed = sorted(n for n in numbers if n in path.read_text())
+            assert not typed, f"{path.name} types the study's {typed}: read them from experiments.study_results"
+
+
+def _document(name: str, labels: list[str], epochs: int, test: list[float]) -> dict:
+    history = [{"val_map@5": 0.1 * (e + 1) / epochs, "train_loss": 1.0 / (e + 1)} for e in range(epochs)]
+    return {"experiment": name, "preset": {"name": "study"}, "settings": {label: {} for label in labels},
+            "runs": [{"setting": label, "seed": 0, "history": history, "test": {"map@5": t, "map@5_se": 0.01}}
+                     for label, t in zip(labels, test)]}  # fmt: skip
+
+
+def test_the_report_quotes_the_study_from_study_results(monkeypatch):
+    doc = _document("compare_optimizers", ["SGD", "SGD momentum 0.9", "Adam"], 2, [0.1, 0.2, 0.6])
+    assert "Adam (0.694)" in report.compare_optimizers(doc)
+    changed = {**study_results.TABLE2, ("adam", 0.0): study_results.Reading("Table 2", map5=0.123)}
+    monkeypatch.setattr(study_results, "TABLE2", changed)
+    assert "Adam (0.123)" in report.compare_optimizers(doc)
+
+
+def test_the_report_prints_the_studys_epoch_7_readings_or_says_why_not():
+    label, reading = report.EPOCH_READINGS["sweep_lr"]
+    assert (label, reading.map5, reading.loss) == ("lr=1e-4", 0.691, 0.014)
+    short = report.epoch_reading(_document("sweep_lr", [label], 5, [0.5]), label, reading)
+    assert "the study MAP@5 0.691 and training loss 0.014" in short and "n/a: the run has 5 epochs" in short
+    long = report.epoch_reading(_document("sweep_lr", [label], 20, [0.5]), label, reading)
+    assert f"here validation MAP@5 {0.1 * 7 / 20:.3f} and training loss {1 / 7:.4f}" in long
+    label, reading = report.EPOCH_READINGS["sweep_scheduler"]
+    assert (label, reading.map5, reading.loss, reading.where) == ("lr=1e-4 cosine", 0.704, 0.003, "Fig. 2b")
+    assert "0.661 in Table 1, 0.694 in Table 2 and 0.694 in Table 3" in study_results.disagreements()[0]
