@@ -123,9 +123,9 @@ def write_table(document: dict, path: Path) -> Path:
     ]  # fmt: skip
     for row in document["rows"]:
         cells = [f"{row[k]:.3f} ± {row[f'{k}_se']:.3f}" for k in ("map@1", "map@5")]
-        study = study_map1(row)
+        reference = study_map1(row)
         name = row["name"] if row["kind"] == "member" else f"**{row['name']}**"
-        lines.append(f"| {name} | {' | '.join(cells)} | {'—' if study is None else f'{study:.3f}'} |")
+        lines.append(f"| {name} | {' | '.join(cells)} | {'—' if reference is None else f'{reference:.3f}'} |")
     lines += [
         "", "Notes:",
         f"- stacked NN: the members' penultimate features standardised, one hidden layer of {STUDY_STACKER.hidden} "

@@ -396,7 +396,7 @@ def architectures(root, tiny_architectures, tiny_weights) -> dict:
                                        "--weights-dir", str(tiny_weights), *smoke_files(root)])  # fmt: skip
 
 
-def test_compare_architectures_smoke(architectures, root):
+def test_compare_architectures_smoke(architectures, root, tiny_weights):
     labels = list(compare_architectures.settings(runner.PRESETS["smoke"]))
     check_outputs(architectures, root / "compare_architectures-smoke", labels, ["fig6_architectures.png"])
     models = [TrainConfig.from_json(s["config"]).model for s in architectures["settings"].values()]
@@ -447,6 +447,7 @@ def test_ensemble_and_gradcam_smoke_reuse_the_architecture_runs(architectures, r
         assert row["map@5"] == pytest.approx(members[row["name"]]["test"]["map@5"], abs=1e-6)
     table = (root / "ensemble-smoke" / "table.md").read_text()
     assert "| **score averaging** |" in table and "0.719" in table and "0.734" in table
+    assert "| ResNet-18, from scratch | " in table and "| 0.609 |" in table  # the study's ResNet-18 member (Table 4)
     assert (root / "ensemble-smoke" / "fig8_ensembles.png").stat().st_size > 10_000
 
     explained = gradcam.main(["--out", str(root / "gradcam-smoke"), *flags])
@@ -464,6 +465,8 @@ def test_report_collects_every_experiment(root, tmp_path):
     present = [name for name in report.ORDER if (root / f"{name}-smoke" / "table.md").exists()]
     assert {"compare_architectures", "ensemble", "gradcam"} <= set(present)
     assert text.count("**Finding.**") == len(present)
+    assert "**The study's epoch-7 reading (Fig. 1).** lr=1e-4 after epoch 7" in text and "n/a: the run has 2 epochs" in text
+    assert "0.661 in Table 1, 0.694 in Table 2 and 0.694 in Table 3" in text
     for name in report.ORDER:
         command = f"`python -m experiments.{name}`" if name in present else f"`python -m experiments.{name} --preset smoke`"
         assert command in text
