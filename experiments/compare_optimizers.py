@@ -29,9 +29,9 @@ EXPERIMENT = Experiment(
         "numbers show too).",
         "torch semantics: SGD dampening 0, no Nesterov, the momentum buffer starting at the first gradient; Adam "
         "betas (0.9, 0.999), eps 1e-8; no weight decay.",
+        *study_results.disagreements(),
     ),
-    study_reference="the study's columns: its Table 2 (EfficientNet-B0, 20 epochs). "
-    + " ".join(study_results.disagreements()),
+    study_reference="the study's columns: its Table 2 (EfficientNet-B0, 20 epochs).",
 )
 
 

@@ -57,14 +57,16 @@ def replace_block(text: str, block: str) -> str:
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m experiments.readme", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--results", type=Path, default=default_out("sweep_lr", "quick") / "results.json", help="the main job's results (default: runs/experiments/sweep_lr/results.json)")
+    p.add_argument("--results", type=Path, default=default_out("sweep_lr", "quick") / "results.json",
+                   help="the main job's results (default: runs/experiments/sweep_lr/results.json)")
     p.add_argument("--readme", type=Path, default=Path("README.md"), help="the file to update (default: README.md)")
     args = p.parse_args(argv)
     if not args.results.exists():
         raise SystemExit(f"{args.results} does not exist: run `python -m experiments.sweep_lr` (make demo) first")
     document = json.loads(args.results.read_text())
     if not document.get("complete") or document["preset"]["name"] != "quick":
-        raise SystemExit(f"{args.results} is not a finished run of the quick preset: run `python -m experiments.sweep_lr`")
+        raise SystemExit(f"{args.results} is not a finished run of the quick preset: run "
+                         "`python -m experiments.sweep_lr`")
     text = replace_block(args.readme.read_text(), table(document))
     with tempfile.NamedTemporaryFile("w", dir=args.readme.parent, delete=False, suffix=".tmp") as f:
         f.write(text)

@@ -142,7 +142,8 @@ def sweep_batch(doc: dict) -> str:
         return f"Held: batch 16 scored best here too, beyond the spread; {_best(scores)}."
     held = "Not reproduced" if any(v and o.mean > sixteen.mean for v, o in zip(verdicts, others)) else "Not distinguishable"
     t1 = study_results.TABLE1
-    return (f"{held}: the study found batch 16 best ({t1[16].map5:.3f} vs {t1[32].map5:.3f} and {t1[64].map5:.3f}); here "
+    return (f"{held}: the study found batch 16 best ({t1[16].map5:.3f} vs {t1[32].map5:.3f} and "
+            f"{t1[64].map5:.3f}); here "
             f"{'; '.join(versus(sixteen, o) for o in others)}{_scale(doc)}.")  # fmt: skip
 
 
@@ -200,7 +201,8 @@ def ensemble(doc: dict) -> str:
     s_map1, a_map1 = study_results.TABLE4_STACKED.map1, study_results.TABLE4_AVERAGING.map1
     text = (f"{held}: the study's stacked network (MAP@1 {s_map1:.3f}) edged out score averaging ({a_map1:.3f}), a "
             f"gap of {s_map1 - a_map1:.3f} that its {study_results.TEST_IMAGES} test images cannot resolve either; "
-            f"here, by MAP@1, {versus(stacked, average)}; against the best member, {versus(average, best_member)}")  # fmt: skip
+            f"here, by MAP@1, {versus(stacked, average)}; against the best member, "
+            f"{versus(average, best_member)}")  # fmt: skip
     held_out = score.get("stacked NN, fit on validation")
     if held_out:
         text += f"; fit on held-out images, {versus(held_out, stacked)}"

@@ -481,7 +481,8 @@ def run_parsed(experiment: Experiment, args: argparse.Namespace, argv: list[str]
 
     with compile_cache(args.compile_cache):
         results = execute(runs, out, progress=progress, reuse=not args.no_reuse, on_result=save)
-    document = results_document(experiment, preset, about, runs, results, argv, args.seeds, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    document = results_document(experiment, preset, about, runs, results, argv, args.seeds, wall)
     written = write_outputs(experiment, document, out)
     print(f"done in {_duration(document['wall_seconds'])}; wrote " + ", ".join(str(p) for p in written), flush=True)
     return document

@@ -27,10 +27,11 @@ EXPERIMENT = Experiment(
         "wall time covers everything a run does; at the quick and smoke scales compiling the step and per-epoch "
         "checkpoints and plots take a large share of it, so compare speeds by train img/s, measured over the "
         "epochs after the first (which includes compilation).",
+        *study_results.disagreements(),
     ),
     study_reference=f"the study's columns: its Table 1 (EfficientNet-B0 on a V100, 20 epochs); with "
-    f"{study_results.TEST_IMAGES} test images a MAP@5 has a standard error of about 0.02, so most of its gaps are noise. "
-    + " ".join(study_results.disagreements()),
+    f"{study_results.TEST_IMAGES} test images a MAP@5 has a standard error of about 0.02, so most of its gaps are "
+    "noise.",
 )
 
 

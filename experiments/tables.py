@@ -65,7 +65,7 @@ DEFAULT_COLUMNS = (TRAIN_LOSS, VAL_LOSS, VAL_MAP5, BEST_VAL_MAP5, TEST_MAP5, TES
 
 # The study's numbers a table can set beside a row: Reading field -> column header.
 STUDY_COLUMNS = {"map5": "study MAP@5", "map1": "study MAP@1", "loss": "study final train loss",
-                 "minutes": "study time (V100)"}  # fmt: skip
+                 "minutes": "study V100 time"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def _study_cell(reading: Reading | None, key: str) -> str:
     if value is None:
         return "—"
     if key == "minutes":
-        return f"{value:g} min"
+        return f"{value / 60:g} h" if value >= 60 else f"{value:g} min"
     epochs = "" if reading.epochs == 20 else f" ({reading.epochs} epochs)"
     return (f"{value:g}" if key == "loss" else f"{value:.3f}") + epochs
 

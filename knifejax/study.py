@@ -70,5 +70,6 @@ PRECISION_NOTE = (
 def summary() -> str:
     """The setting in one line, for --help."""
     r = RECIPE
-    return (f"the study: {r['model']} from its ImageNet weights, {r['image_size']} px, {r['epochs']} epochs, batch "
-            f"{r['batch_size']}, Adam {r['lr']:g} with per-step cosine, ImageNet mean/std, {r['precision']}")  # fmt: skip
+    return (f"the study: {r['model']} from its ImageNet weights, {r['image_size']} px, {r['epochs']} epochs, "
+            f"batch {r['batch_size']}, Adam {r['lr']:g} with per-step cosine, ImageNet mean/std, "
+            f"{r['precision']}")  # fmt: skip

@@ -97,7 +97,8 @@ def tiny_weights(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("weights")
     cfg = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}
     for name in (f"{TINY}.test", "tf_efficientnet_lite0.in1k"):
-        kj.save_timm_weights(TinyCNN(num_classes=4, pretrained_cfg=cfg, rngs=nnx.Rngs(123)), folder / f"{name}.safetensors")
+        model = TinyCNN(num_classes=4, pretrained_cfg=cfg, rngs=nnx.Rngs(123))
+        kj.save_timm_weights(model, folder / f"{name}.safetensors")
     return folder
 
 
@@ -323,7 +324,8 @@ def test_ensemble_and_gradcam_take_the_same_flags():
 def test_a_flag_replaces_what_every_setting_sets_alike(tmp_path):
     """compare_vit's from-scratch rows all train at one rate: the experiment's own base, which --lr changes."""
     preset = runner.PRESETS["quick"]
-    assert runner.uniform_overrides(compare_vit.EXPERIMENT, preset) == {"pretrained": None, "lr": compare_vit.SCRATCH_LR}
+    uniform = runner.uniform_overrides(compare_vit.EXPERIMENT, preset)
+    assert uniform == {"pretrained": None, "lr": compare_vit.SCRATCH_LR}
     args = runner.parser(compare_vit.EXPERIMENT).parse_args(["--lr", "1e-4"])
     assert {r.config.lr for r in runner.plan(compare_vit.EXPERIMENT, preset, args, tmp_path)} == {1e-4}
     assert runner.varied_fields(compare_vit.EXPERIMENT, preset) == {"model", "image_size"}
@@ -465,7 +467,8 @@ def test_report_collects_every_experiment(root, tmp_path):
     present = [name for name in report.ORDER if (root / f"{name}-smoke" / "table.md").exists()]
     assert {"compare_architectures", "ensemble", "gradcam"} <= set(present)
     assert text.count("**Finding.**") == len(present)
-    assert "**The study's epoch-7 reading (Fig. 1).** lr=1e-4 after epoch 7" in text and "n/a: the run has 2 epochs" in text
+    assert "**The study's epoch-7 reading (Fig. 1).** lr=1e-4 after epoch 7" in text
+    assert "n/a: the run has 2 epochs" in text
     assert "0.661 in Table 1, 0.694 in Table 2 and 0.694 in Table 3" in text
     for name in report.ORDER:
         command = f"`python -m experiments.{name}`" if name in present else f"`python -m experiments.{name} --preset smoke`"
