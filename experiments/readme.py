@@ -3,7 +3,7 @@
     python -m experiments.sweep_lr        # the main job (make demo), writes runs/experiments/sweep_lr/results.json
     python -m experiments.readme          # replaces the table between the README's markers with those numbers
 
-Only the block between `BEGIN` and `END` changes.
+Only the block between `BEGIN` and `END` changes, and the README's figure is replaced by the run's.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -51,7 +52,7 @@ def replace_block(text: str, block: str) -> str:
         raise SystemExit(f"the README needs exactly one {BEGIN!r} line followed by one {END!r} line")
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{block}\n{END}{tail}"
+    return f"{head}{BEGIN}\n\n{block}\n\n{END}{tail}"
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--results", type=Path, default=default_out("sweep_lr", "quick") / "results.json",
                    help="the main job's results (default: runs/experiments/sweep_lr/results.json)")
     p.add_argument("--readme", type=Path, default=Path("README.md"), help="the file to update (default: README.md)")
+    p.add_argument("--figure", type=Path, default=Path("docs/images/sweep_lr_quick.png"),
+                   help="where the README's figure of the run goes (default: docs/images/sweep_lr_quick.png)")
     args = p.parse_args(argv)
     if not args.results.exists():
         raise SystemExit(f"{args.results} does not exist: run `python -m experiments.sweep_lr` (make demo) first")
@@ -71,7 +74,10 @@ def main(argv: list[str] | None = None) -> Path:
     with tempfile.NamedTemporaryFile("w", dir=args.readme.parent, delete=False, suffix=".tmp") as f:
         f.write(text)
     os.replace(f.name, args.readme)
-    print(f"wrote the main-job table of {args.results} into {args.readme}")
+    temporary = args.figure.with_suffix(".tmp")
+    shutil.copyfile(args.results.parent / "fig1_learning_rate.png", temporary)
+    os.replace(temporary, args.figure)
+    print(f"wrote the main-job table of {args.results} into {args.readme} and its figure to {args.figure}")
     return args.readme
 
 

@@ -20,8 +20,8 @@ import pytest
 from flax import nnx
 
 import knifejax as kj
-from experiments import (compare_architectures, compare_optimizers, compare_vit, ensemble, gradcam, members, report,
-                         runner, sweep_batch, sweep_lr, sweep_scheduler, transfer_modes)  # fmt: skip
+from experiments import (compare_architectures, compare_optimizers, compare_vit, ensemble, gradcam, members, readme,
+                         report, runner, sweep_batch, sweep_lr, sweep_scheduler, transfer_modes)  # fmt: skip
 from experiments.presets import format_lr
 from knifejax import study
 from knifejax.models import registry
@@ -149,6 +149,19 @@ def test_sweep_lr_smoke(lr_sweep, root):
     assert {c.image_size for c in configs} == {32} and {c.synthetic_classes for c in configs} == {4}
     # the rate of the first epoch's steps is what each run logged
     assert [r["history"][0]["lr"] for r in lr_sweep["runs"]] == pytest.approx(list(study.LEARNING_RATES), rel=1e-6)
+
+
+def test_the_readme_table_is_written_from_the_sweeps_results(lr_sweep):
+    table = readme.table(lr_sweep)
+    finals = [f"{r['history'][-1]['val_map@5']:.3f}" for r in lr_sweep["runs"]]
+    tests = [f"{r['test']['map@5']:.3f}" for r in lr_sweep["runs"]]
+    assert "| lr | 1e-2 | 1e-3 | 5e-4 | 1e-4 | 1e-5 |" in table and "(chance 0.52)" in table  # 4 classes
+    assert f"| {' | '.join(finals)} |" in table and f"| {' | '.join(tests)} |" in table
+    text = f"intro\n{readme.BEGIN}\nold table\n{readme.END}\nrest\n"
+    assert readme.replace_block(text, table) == f"intro\n{readme.BEGIN}\n\n{table}\n\n{readme.END}\nrest\n"
+    with pytest.raises(SystemExit, match="exactly one"):
+        readme.replace_block("no markers", table)
+    assert readme.BEGIN in (Path(__file__).parents[1] / "README.md").read_text()
 
 
 def test_sweep_scheduler_smoke_reuses_the_lr_sweeps_constant_runs(lr_sweep, root):
