@@ -1,5 +1,6 @@
 """Table 3 and Fig. 6 of the study: CNN architectures — EfficientNet-B0, ResNet-18, MobileNetV3, SKResNet-18
-(and EfficientNet-B3 trained longer) — with the same recipe.
+(and EfficientNet-B3 trained longer) — with the same recipe. The study preset trains each from the weights the
+study loaded (`knifejax.study.ARCHITECTURES`: timm 1.0 tags).
 
 Offline (quick and smoke presets) only EfficientNet-Lite0 has ImageNet weights, so the other architectures
 train from scratch there, and Lite0 runs twice, from its weights and from scratch, so that the architectures
@@ -8,23 +9,23 @@ can be compared on equal terms as well. Every row says how it started.
 
 from __future__ import annotations
 
+from experiments import study_results
 from experiments.figures import curves
 from experiments.presets import Preset
 from experiments.runner import Experiment, run_experiment
 from experiments.tables import DEFAULT_COLUMNS, IMAGES_PER_S, PARAMETERS, WALL, Table
+from knifejax import study
+from knifejax.models.registry import split_model_name
 
-B3_EPOCHS = 55  # the study's long EfficientNet-B3 run
+
+def _study_label(architecture: study.Architecture) -> str:
+    return architecture.label + (f", {architecture.epochs} epochs" if architecture.epochs else "")
 
 
 def settings(preset: Preset) -> dict[str, dict]:
     if preset.study_recipe:
-        return {
-            "EfficientNet-B0": dict(model="tf_efficientnet_b0"),
-            "ResNet-18": dict(model="resnet18"),
-            "MobileNetV3-Large": dict(model="mobilenetv3_large_100"),
-            "SKResNet-18": dict(model="skresnet18"),
-            f"EfficientNet-B3, {B3_EPOCHS} epochs": dict(model="tf_efficientnet_b3", epochs=B3_EPOCHS),
-        }
+        return {_study_label(a): dict(model=a.model, **({"epochs": a.epochs} if a.epochs else {}))
+                for a in study.ARCHITECTURES}  # fmt: skip
     return {
         "EfficientNet-Lite0, ImageNet weights": dict(model="tf_efficientnet_lite0", pretrained="default"),
         "EfficientNet-Lite0, from scratch": dict(model="tf_efficientnet_lite0", pretrained=None),
@@ -32,6 +33,18 @@ def settings(preset: Preset) -> dict[str, dict]:
         "MobileNetV3-Large, from scratch": dict(model="mobilenetv3_large_100", pretrained=None),
         "SKResNet-18, from scratch": dict(model="skresnet18", pretrained=None),
     }
+
+
+def ensemble_members(preset: Preset) -> list[str]:
+    """The settings whose runs the ensembles combine: the study's four members at the study preset (its
+    EfficientNet-B3 stays a Table 3 row), every setting at the others."""
+    if preset.study_recipe:
+        return [_study_label(a) for a in study.ARCHITECTURES if a.ensemble_member]
+    return list(settings(preset))
+
+
+def _study_b3() -> study.Architecture:
+    return next(a for a in study.ARCHITECTURES if a.epochs)
 
 
 EXPERIMENT = Experiment(
@@ -42,21 +55,24 @@ EXPERIMENT = Experiment(
     settings=settings,
     table=Table(
         columns=(PARAMETERS, *DEFAULT_COLUMNS, IMAGES_PER_S, WALL),
-        reference={"tf_efficientnet_b0": 0.661, "resnet18": 0.586, "mobilenetv3_large_100": 0.513,
-                   "skresnet18": 0.403, "tf_efficientnet_b3": 0.786},  # fmt: skip
-        reference_key="model",
-        reference_header="study MAP@5 (ImageNet weights, real photos)",
+        reference=lambda label, overrides: study_results.TABLE3.get(split_model_name(overrides["model"])[0]),
+        reference_note="ImageNet weights, real photos",
     ),
     figures=(curves("fig6_architectures.png"),),
     notes=(
         "parameters: with this run's classifier (one output per class), so fewer than the ImageNet models' counts.",
-        "study preset: every architecture from its default timm ImageNet weights (`--pretrained NAME=FILE` for local "
-        f"files), 224 px for all, EfficientNet-B3 as `tf_efficientnet_b3` for {B3_EPOCHS} epochs; the other rows the "
-        "preset's 20.",
-        "the study's EfficientNet-B0 number is its batch-32 run (Table 1); the others are its Table 3.",
+        "study preset: every architecture from the ImageNet weights the study loaded ("
+        + ", ".join(f"{a.label} `{a.model}`" for a in study.ARCHITECTURES)
+        + f"; `--weights-dir DIR` for local files), 224 px and ImageNet mean/std for all as in the study, "
+        f"EfficientNet-B3 for {_study_b3().epochs} epochs and the other rows the preset's.",
+        f"the study calls its MobileNet a model of {study_results.MOBILENET_PARAMETERS / 1e6:.0f}M parameters; "
+        "timm's `mobilenetv3_large_100` compared here has 5.5 M (with ImageNet's 1000 classes), so the study's "
+        "count is not this model's, and which MobileNet it trained is uncertain.",
+        f"ensembles (Table 4) combine the study's four members; EfficientNet-B3 ({_study_b3().epochs} epochs) is "
+        "a row of this table only.",
+        *study_results.disagreements(),
     ),
-    study_reference="the study (real photos, ImageNet weights, 20 epochs): EfficientNet-B0 0.661, ResNet-18 0.586, "
-    "MobileNetV3 0.513, SKResNet-18 0.403; EfficientNet-B3 0.786 after 55 epochs.",
+    study_reference="the study's column: its Table 3 (real photos, ImageNet weights, 20 epochs unless marked).",
 )
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from knifejax import study
 from knifejax.train.config import TrainConfig
-
-# The study's values (DESIGN section 1): its learning-rate sweep and batch sizes.
-STUDY_LEARNING_RATES = (1e-2, 1e-3, 5e-4, 1e-4, 1e-5)
-STUDY_BATCH_SIZES = (16, 32, 64)
+from knifejax.train.flags import flag
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ PRESETS = {
             test_data="synthetic", synthetic_classes=16, synthetic_per_class=24, image_size=64, epochs=5,
             batch_size=16, optimizer="adam", lr=1e-3, schedule="cosine",
         ),  # fmt: skip
-        batch_sizes=STUDY_BATCH_SIZES,
+        batch_sizes=study.BATCH_SIZES,
         notes=(
             "quick scale: EfficientNet-Lite0 (the only ImageNet weights available offline) instead of B0, "
             "the embedded synthetic knives instead of the study's photos, small images and few epochs so that "
@@ -69,18 +67,23 @@ PRESETS = {
     ),
     "study": Preset(
         name="study",
-        summary="the study: tf_efficientnet_b0 from ImageNet weights, 224 px, 20 epochs, batch 32, Adam 1e-4 "
-        "with per-step cosine, ImageNet mean/std (hours on a GPU)",
-        fields=dict(model="tf_efficientnet_b0", pretrained="default"),
-        batch_sizes=STUDY_BATCH_SIZES,
+        summary=f"{study.summary()} (hours on a GPU)",
+        fields={},
+        batch_sizes=study.BATCH_SIZES,
         study_recipe=True,
+        notes=(f"data roles as in the study: {study.DATA_ROLES}.", f"precision: {study.PRECISION_NOTE}."),
     ),
 }
 
 
-def describe(preset: Preset, cfg: TrainConfig, varied: frozenset[str] = frozenset()) -> str:
-    """One paragraph saying what data, size, model and recipe the runs of `preset` used (`cfg`: the preset's
-    base configuration; `varied`: the fields the experiment's settings change, said to vary by row)."""
+# Fields the paragraph states in its own words, so not repeated among the flags that changed the preset.
+DESCRIBED_DATA = ("data", "val_data", "test_data", "root")
+
+
+def describe(preset: Preset, cfg: TrainConfig, varied: frozenset[str] = frozenset(), given: dict | None = None) -> str:
+    """One paragraph saying what data, size, model and recipe the runs of `preset` used (`cfg`: the experiment's
+    base configuration; `varied`: the fields the experiment's settings change, said to vary by row; `given`: the
+    fields the command line set, named as changes to the preset)."""
     if cfg.data == "synthetic":
         per_eval = max(2, cfg.synthetic_per_class // 4)
         data = (
@@ -109,12 +112,22 @@ def describe(preset: Preset, cfg: TrainConfig, varied: frozenset[str] = frozense
     size = "the input size of each row" if "image_size" in varied else f"{cfg.image_size or 'model-size'} px"
     lr = "at the learning rate of each row" if "lr" in varied else f"lr {format_lr(cfg.lr)}"
     norm = "the model's" if cfg.norm == "model" else "ImageNet"
+    changed = {k: v for k, v in (given or {}).items() if k not in DESCRIBED_DATA}
+    flags = ", ".join(f"`{_flag_text(k, v)}`" for k, v in changed.items())
     return (
         f"Preset **{preset.name}**: {data}; {val}; {test}. {model} {start}, {size}, {cfg.epochs} epochs, "
         f"batch {cfg.batch_size}, {cfg.optimizer} {lr} with a per-step {cfg.schedule} schedule unless the setting "
         f"says otherwise, {'augmented' if cfg.augment else 'no augmentation'} (the study's transforms), {norm} "
         f"normalisation, {cfg.precision}."
+        + (f" Changed from the preset on the command line: {flags}." if flags else "")
     )
+
+
+def _flag_text(name: str, value) -> str:
+    """A field's value as the flag that sets it: --epochs 3, --no-augment, --rotation 0 90."""
+    if isinstance(value, bool):
+        return flag(name) if value else flag(f"no_{name}")
+    return f"{flag(name)} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
 
 
 def format_lr(lr: float) -> str:

@@ -14,6 +14,7 @@ standard error of the gap, sqrt(se_a² + se_b²).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import shutil
@@ -22,8 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments import study_results
+from experiments.presets import format_lr
 from experiments.runner import default_out
-from experiments.tables import by_setting
+from experiments.tables import by_setting, write_table
+from knifejax import study
+from knifejax.models.registry import split_model_name
 
 ORDER = ("sweep_lr", "sweep_scheduler", "sweep_batch", "compare_optimizers", "transfer_modes",
          "compare_architectures", "compare_vit", "ensemble", "gradcam")  # fmt: skip
@@ -136,7 +141,9 @@ def sweep_batch(doc: dict) -> str:
     if all(v and sixteen.mean > o.mean for v, o in zip(verdicts, others)):
         return f"Held: batch 16 scored best here too, beyond the spread; {_best(scores)}."
     held = "Not reproduced" if any(v and o.mean > sixteen.mean for v, o in zip(verdicts, others)) else "Not distinguishable"
-    return (f"{held}: the study found batch 16 best (0.741 vs 0.661 and 0.667); here "
+    t1 = study_results.TABLE1
+    return (f"{held}: the study found batch 16 best ({t1[16].map5:.3f} vs {t1[32].map5:.3f} and "
+            f"{t1[64].map5:.3f}); here "
             f"{'; '.join(versus(sixteen, o) for o in others)}{_scale(doc)}.")  # fmt: skip
 
 
@@ -146,7 +153,9 @@ def compare_optimizers(doc: dict) -> str:
     steps = [(adam, momentum), (momentum, sgd)]
     ordered = [differs(a, b) and a.mean > b.mean for a, b in steps]
     held = "Held" if all(ordered) else "Partly held" if any(ordered) else "Not reproduced"
-    return (f"{held}: the study ranked Adam (0.694) far above SGD with momentum (0.160) and SGD (0.025); here "
+    t2 = {key: r.map5 for key, r in study_results.TABLE2.items()}
+    return (f"{held}: the study ranked Adam ({t2['adam', 0.0]:.3f}) far above SGD with momentum ({t2['sgd', 0.9]:.3f}) "
+            f"and SGD ({t2['sgd', 0.0]:.3f}); here "
             f"{versus(adam, momentum)}; {versus(momentum, sgd)}.")  # fmt: skip
 
 
@@ -160,22 +169,25 @@ def transfer_modes(doc: dict) -> str:
 
 def compare_architectures(doc: dict) -> str:
     scores = test_scores(doc)
-    study = ("the study ranked EfficientNet-B0 (0.661) > ResNet-18 (0.586) > MobileNetV3 (0.513) > SKResNet-18 "
-             "(0.403), all from ImageNet weights")  # fmt: skip
+    ranked = " > ".join(f"{a.label} ({study_results.TABLE3[split_model_name(a.model)[0]].map5:.3f})"
+                        for a in study.ARCHITECTURES if not a.epochs)  # fmt: skip
+    study_text = f"the study ranked {ranked}, all from ImageNet weights"
     scratch = [s for s in scores if "scratch" in s.label]
     if not scratch:
-        return f"{study.capitalize()}. Here {_best(scores)}."
-    return (f"Not testable offline: {study}, and here only EfficientNet-Lite0 has weights. Here {_best(scores)}; "
+        return f"{study_text[0].upper()}{study_text[1:]}. Here {_best(scores)}."
+    return (f"Not testable offline: {study_text}, and here only EfficientNet-Lite0 has weights. Here {_best(scores)}; "
             f"trained from scratch, {_best(scratch)}, the scratch runs are near chance after 5 epochs.")  # fmt: skip
 
 
 def compare_vit(doc: dict) -> str:
     scores = test_scores(doc)
+    limit = study_results.VIT_BELOW
     if doc["preset"]["name"] != "study":
-        return (f"Not testable offline: the study's ViTs (all below MAP@5 0.60) were pretrained, and no ViT weights "
-                f"are available offline; from scratch, {_best(scores)}, all near chance.")  # fmt: skip
-    below = all(s.mean < 0.60 for s in scores)
-    return f"{'Held' if below else 'Not reproduced'}: the study's three ViTs all stayed below MAP@5 0.60; here {_best(scores)}."
+        return (f"Not testable offline: the study's ViTs (all below MAP@5 {limit:.2f}) were pretrained, and no ViT "
+                f"weights are available offline; from scratch, {_best(scores)}, all near chance.")  # fmt: skip
+    below = all(s.mean < limit for s in scores)
+    return (f"{'Held' if below else 'Not reproduced'}: the study's three ViTs all stayed below MAP@5 {limit:.2f}; "
+            f"here {_best(scores)}.")  # fmt: skip
 
 
 def ensemble(doc: dict) -> str:
@@ -186,9 +198,11 @@ def ensemble(doc: dict) -> str:
     average = score["score averaging"]
     stacked = score["stacked NN, fit on train (the study's)"]
     held = _verdict(stacked, average)
-    text = (f"{held}: the study's stacked network (MAP@1 0.734) edged out score averaging (0.719), a gap of 0.015 "
-            f"that its 351 test images cannot resolve either; here, by MAP@1, {versus(stacked, average)}; against "
-            f"the best member, {versus(average, best_member)}")  # fmt: skip
+    s_map1, a_map1 = study_results.TABLE4_STACKED.map1, study_results.TABLE4_AVERAGING.map1
+    text = (f"{held}: the study's stacked network (MAP@1 {s_map1:.3f}) edged out score averaging ({a_map1:.3f}), a "
+            f"gap of {s_map1 - a_map1:.3f} that its {study_results.TEST_IMAGES} test images cannot resolve either; "
+            f"here, by MAP@1, {versus(stacked, average)}; against the best member, "
+            f"{versus(average, best_member)}")  # fmt: skip
     held_out = score.get("stacked NN, fit on validation")
     if held_out:
         text += f"; fit on held-out images, {versus(held_out, stacked)}"
@@ -209,6 +223,36 @@ FINDINGS: dict[str, Callable[[dict], str]] = {
 }  # fmt: skip
 
 
+# The study's readings after a given epoch, each beside the setting of the experiment that reproduces it.
+EPOCH_READINGS = {
+    "sweep_lr": (f"lr={format_lr(study_results.READINGS_LR)}", study_results.FIG1),
+    "sweep_scheduler": (f"lr={format_lr(study_results.READINGS_LR)} cosine", study_results.FIG2B),
+}
+
+
+def epoch_reading(doc: dict, label: str, reading: study_results.Reading) -> str:
+    """The study's reading after epoch `reading.epochs` beside this experiment's `label` runs at that epoch."""
+    runs, epoch = by_setting(doc).get(label, []), reading.epochs
+    head = (f"**The study's epoch-{epoch} reading ({reading.where}).** {label} after epoch {epoch}: the study "
+            f"MAP@5 {reading.map5:.3f} and training loss {reading.loss:g}; ")  # fmt: skip
+    at_epoch = [r["history"][epoch - 1] for r in runs if len(r["history"]) >= epoch]
+    if not at_epoch:
+        return head + f"here n/a: the run has {min((len(r['history']) for r in runs), default=0)} epochs."
+    seeds = f" (mean of {len(at_epoch)} seeds)" if len(at_epoch) > 1 else ""
+    return (head + f"here validation MAP@5 {statistics.mean(h['val_map@5'] for h in at_epoch):.3f} and training "
+            f"loss {statistics.mean(h['train_loss'] for h in at_epoch):.4f}{seeds}.")  # fmt: skip
+
+
+def rewrite_table(name: str, document: dict, path: Path) -> str:
+    """The experiment's table.md written again from its results.json, so it quotes the study as the code does now."""
+    module = importlib.import_module(f"experiments.{name}")
+    if name in ("ensemble", "gradcam"):
+        module.write_table(document, path)
+    else:
+        write_table(module.EXPERIMENT, document, path)
+    return path.read_text()
+
+
 def _table_body(table_md: str) -> str:
     """table.md without its title, its headings demoted below the report's."""
     lines = table_md.splitlines()[1:]
@@ -223,7 +267,10 @@ def section(name: str, folder: Path, images: Path, docs: Path) -> str:
         target = images / f"{name}_{figure.name}"
         shutil.copyfile(figure, target)
         lines += [f"![{figure.stem}]({target.relative_to(docs).as_posix()})", ""]
-    lines += [f"**Finding.** {FINDINGS[name](document)}", "", _table_body((folder / "table.md").read_text()), ""]
+    lines += [f"**Finding.** {FINDINGS[name](document)}", ""]
+    if name in EPOCH_READINGS:
+        lines += [epoch_reading(document, *EPOCH_READINGS[name]), ""]
+    lines += [_table_body(rewrite_table(name, document, folder / "table.md")), ""]
     return "\n".join(lines)
 
 
@@ -253,6 +300,7 @@ def main(argv: list[str] | None = None) -> Path:
         "How to read the findings: a difference counts only when it exceeds twice the standard error of the gap — "
         "over seeds when there are several, otherwise over the test images (then seed-to-seed variation is not "
         "measured, and small-scale runs of a few minutes can still mislead).", "",
+        *(f"Note: {d[0].upper()}{d[1:]}" for d in study_results.disagreements()), "",
     ]  # fmt: skip
     if missing:
         head += ["Not run yet (no results found): " + ", ".join(missing) + ".", ""]

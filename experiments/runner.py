@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from knifejax.models.pretrained import PretrainedUnavailableError
-from knifejax.models.registry import split_model_name
+from knifejax.errors import CommandParser, ConfigError, reported_errors
+from knifejax.models.pretrained import (PretrainedUnavailableError, full_name, is_packaged, missing_weights_message,
+                                        weights_in_folder)  # fmt: skip
 from knifejax.train.config import TrainConfig
+from knifejax.train.flags import add_config_flags, flag, given_fields
 from knifejax.train.loop import fit, model_summary
 from knifejax.train.run import RunDir, build_model, image_size
 
@@ -42,7 +44,7 @@ from experiments.tables import Table, write_table
 
 COMPILE_CACHE = Path(os.environ.get("KNIFEJAX_CACHE", Path.home() / ".cache" / "knifejax")) / "jax"
 # TrainConfig fields that change how a run is fed, not what it computes: ignored when matching runs.
-FEED_ONLY = ("workers", "cache_dir")
+FEED_ONLY = ("workers", "cache_dir", "weights_dir")
 
 
 @dataclass(frozen=True)
@@ -81,14 +83,17 @@ def parser(experiment: Experiment) -> argparse.ArgumentParser:
   python -m {module}                        # quick preset: synthetic knives, Lite0, minutes on a 2-core CPU
   python -m {module} --preset smoke         # seconds: checks every step runs
   python -m {module} --seeds 3              # mean ± std over 3 seeds in the table, bands in the figures
-  python -m {module} --list                 # print the runs it would train, train nothing
+  python -m {module} --epochs 2 --list      # print the runs it would train (2 epochs each), train nothing
   python -m {module} --preset study --data train.csv --val-data test.csv --root knives/ \\
-      --pretrained tf_efficientnet_b0=tf_efficientnet_b0.pth   # the study's settings, offline weights
+      --weights-dir weights/   # the study's setting, its weights from weights/NAME.TAG.safetensors
 
+--val-data test.csv validates on the test images every epoch, as the study did: choosing an epoch or a setting
+by it selects on the test set. Every training flag below applies to every run; a flag for a field the
+experiment's settings vary (e.g. --lr in sweep_lr) is refused. The table names the flags given.
 Running the same command again skips the runs already finished in --out and resumes an interrupted one.
 Presets:
 """ + "\n".join(f"  {p.name:6s} {p.summary}" for p in PRESETS.values())
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=f"python -m {module}",
         description=f"{experiment.title}. {experiment.about}",
         epilog=examples,
@@ -99,41 +104,17 @@ Presets:
     p.add_argument("--out", type=Path, help=f"output folder (default: runs/experiments/{experiment.name}, "
                    f"or runs/experiments/{experiment.name}-PRESET for the smoke and study presets)")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds 0..N-1 per setting (default: 1)")
-    data = p.add_argument_group("data (default: the preset's synthetic knives)")
-    data.add_argument("--data", metavar="SPEC", help="training data: a CSV (Id,Label), an image folder, "
-                      "tfds:NAME[:SPLIT], or synthetic")
-    data.add_argument("--val-data", metavar="SPEC", help="validation data evaluated every epoch (the study used "
-                      "its test.csv); default with --data: a stratified 10%% of the training data")
-    data.add_argument("--test-data", metavar="SPEC", help="test data, evaluated once at the end of each run")
-    data.add_argument("--root", metavar="DIR", help="folder the CSV paths are relative to (default: the CSV's)")
-    model = p.add_argument_group("model")
-    model.add_argument("--pretrained", action="append", default=[], metavar="NAME=FILE",
-                       help="a local timm checkpoint for architecture NAME, used instead of the packaged or hub "
-                       "weights (repeatable), e.g. tf_efficientnet_b0=b0.pth")
-    model.add_argument("--model", metavar="NAME", help="architecture of every run instead of the preset's")
     run = p.add_argument_group("running")
-    run.add_argument("--workers", type=int, default=0, help="data-loader worker processes per run (default: 0)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch still)")
-    run.add_argument("--list", action="store_true", help="print the planned runs and their state, train nothing")
+    run.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    run.add_argument("--list", action="store_true", help="print the planned runs, their state and the pretrained "
+                     "weights they need, train nothing")
     run.add_argument("--no-reuse", action="store_true",
                      help="do not reuse identical finished runs from sibling experiment folders")
-    run.add_argument("--cache-dir", metavar="DIR",
-                     help="cache of decoded images (default: ~/.cache/knifejax/decoded)")
     run.add_argument("--compile-cache", metavar="DIR|off", default=str(COMPILE_CACHE),
                      help=f"persistent cache of compiled XLA steps (default: {COMPILE_CACHE}; 'off' disables it)")
+    add_config_flags(p, exclude=("seed",), defaults="the preset's")
     return p
-
-
-def _pretrained_files(entries: list[str]) -> dict[str, str]:
-    files = {}
-    for entry in entries:
-        name, sep, path = entry.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--pretrained takes NAME=FILE (e.g. tf_efficientnet_b0=b0.pth), got {entry!r}")
-        if not Path(path).is_file():
-            raise SystemExit(f"--pretrained {entry}: no such file {path}")
-        files[split_model_name(name)[0]] = str(Path(path).resolve())
-    return files
 
 
 def default_out(name: str, preset: str) -> Path:
@@ -145,40 +126,79 @@ def default_out(name: str, preset: str) -> Path:
 
 def common_fields(args: argparse.Namespace) -> dict:
     """TrainConfig fields the command line sets for every run."""
-    fields = {}
-    if args.data is not None:
-        fields.update(data=args.data, val_data=args.val_data, test_data=args.test_data, root=args.root)
-    else:
-        given = (("val_data", args.val_data), ("test_data", args.test_data), ("root", args.root))
-        fields.update({k: v for k, v in given if v is not None})
-    fields["workers"] = args.workers
-    if args.cache_dir is not None:
-        fields["cache_dir"] = args.cache_dir
-    if args.model is not None:
-        fields["model"] = args.model
+    fields = given_fields(args)
+    if "data" in fields:  # the preset's synthetic validation and test sets belong to its synthetic training set
+        fields = {"val_data": None, "test_data": None, "root": None, **fields}
     return fields
 
 
-def with_pretrained_file(cfg: TrainConfig, files: dict[str, str]) -> TrainConfig:
-    architecture = split_model_name(cfg.model)[0]
-    if cfg.pretrained is not None and architecture in files:
-        return cfg.replace(pretrained=files[architecture])
-    return cfg
+def uniform_overrides(experiment: Experiment, preset: Preset) -> dict:
+    """Overrides every setting of `experiment` makes alike (e.g. compare_vit's from-scratch rate): the
+    experiment's own base, which the command line may change."""
+    settings = list(experiment.settings(preset).values())
+    return {k: v for k, v in settings[0].items() if all(k in o and o[k] == v for o in settings[1:])}
+
+
+def varied_fields(experiment: Experiment, preset: Preset) -> frozenset[str]:
+    """The TrainConfig fields the settings of `experiment` set apart (not alike in every setting)."""
+    uniform = uniform_overrides(experiment, preset)
+    return frozenset(key for overrides in experiment.settings(preset).values() for key in overrides) - set(uniform)
+
+
+def check_flags(experiment: Experiment, preset: Preset, given: dict) -> None:
+    """Refuse a flag for a field the settings vary, and a weights file where the settings train several models."""
+    varied = varied_fields(experiment, preset)
+    clashing = sorted(set(given) & varied)
+    if clashing:
+        flags = ", ".join(flag(k) for k in clashing)
+        raise ConfigError(f"{flags} does not apply to {experiment.name} (preset {preset.name}): its settings choose "
+                         f"{'it' if len(clashing) == 1 else 'them'} per row; drop the flag")  # fmt: skip
+    if "model" in varied and (given.get("weights") or given.get("pretrained") not in (None, "default")):
+        raise ConfigError(f"{experiment.name} trains several architectures, and a weights FILE fits one: put each "
+                         "model's weights in a folder as NAME.TAG.safetensors and give --weights-dir DIR")  # fmt: skip
 
 
 def plan(experiment: Experiment, preset: Preset, args: argparse.Namespace, out: Path) -> list[PlannedRun]:
-    common, files = common_fields(args), _pretrained_files(args.pretrained)
+    common, uniform = common_fields(args), uniform_overrides(experiment, preset)
     runs = []
     for label, overrides in experiment.settings(preset).items():
         for seed in range(args.seeds):
-            cfg = with_pretrained_file(preset.config(**common, **overrides, seed=seed), files)
+            varying = {k: v for k, v in overrides.items() if k not in uniform}
+            cfg = preset.config(**{**uniform, **common, **varying}, seed=seed)
             runs.append(PlannedRun(label, seed, cfg, out / "runs" / slug(label) / f"seed{seed}"))
     return runs
 
 
-def varied_fields(experiment: Experiment, preset: Preset) -> frozenset[str]:
-    """The TrainConfig fields some setting of `experiment` overrides."""
-    return frozenset(key for overrides in experiment.settings(preset).values() for key in overrides)
+def base_config(experiment: Experiment, preset: Preset, args: argparse.Namespace) -> TrainConfig:
+    """What every run of the experiment starts from: the preset, the settings' common overrides, the flags."""
+    return preset.config(**{**uniform_overrides(experiment, preset), **common_fields(args)})
+
+
+def pretrained_needs(runs: list[PlannedRun]) -> tuple[list[str], str | None]:
+    """(models whose 'default' pretrained weights the runs load, the weights folder they come from)."""
+    models = list(dict.fromkeys(full_name(r.config.model) for r in runs if r.config.pretrained == "default"))
+    return models, runs[0].config.weights_dir if runs else None
+
+
+def check_weights(runs: list[PlannedRun]) -> None:
+    """With a weights folder: fail before training anything when it lacks a file some run needs, listing all."""
+    models, folder = pretrained_needs(runs)
+    message = missing_weights_message(models, folder) if folder is not None and models else None
+    if message:
+        raise ConfigError(message)
+
+
+def weights_lines(runs: list[PlannedRun]) -> list[str]:
+    """For --list: each pretrained model the runs load and where its weights come from."""
+    models, folder = pretrained_needs(runs)
+    lines = []
+    for model in models:
+        found = weights_in_folder(model, folder) if folder is not None else None
+        where = (found if found else "the installed package" if is_packaged(model) else
+                 "MISSING from the weights folder" if folder is not None else
+                 "the Hugging Face cache or hub (offline: --weights-dir DIR)")  # fmt: skip
+        lines.append(f"  {model:40s} {where}")
+    return ["pretrained weights:", *lines] if lines else []
 
 
 def slug(label: str) -> str:
@@ -225,11 +245,12 @@ def check_no_conflict(runs: list[PlannedRun]) -> None:
             if changed:
                 conflicts.append(f"{run.path}: {'; '.join(changed)}")
     if conflicts:
-        raise SystemExit(
-            "these run directories hold runs of other settings (another preset or other flags?):\n  "
-            + "\n  ".join(conflicts[:10])
-            + "\nGive another --out, or delete them to start over."
+        error = ConfigError(
+            f"{len(conflicts)} run directories hold runs of other settings (another preset or other flags?), the "
+            f"first: {conflicts[0]}; give another --out, or delete them to start over"
         )
+        error.details = tuple(f"  {conflict}" for conflict in conflicts)
+        raise error
 
 
 # -------------------------------------------------------------------------------------------------- running
@@ -351,8 +372,8 @@ def execute(runs: list[PlannedRun], out: Path, *, progress: bool, reuse: bool, o
             except PretrainedUnavailableError as error:
                 if new:  # nothing trained: leave no directory that would refuse the same run with a weights file
                     shutil.rmtree(run.path, ignore_errors=True)
-                architecture = split_model_name(run.config.model)[0]
-                raise SystemExit(f"{error}\nWith the experiment scripts: --pretrained {architecture}=FILE") from None
+                raise ConfigError(f"{error}; with the experiment scripts: --weights-dir DIR holding "
+                                  f"{full_name(run.config.model)}.safetensors") from None
             finally:
                 _record(run.path, spent + time.perf_counter() - started, finished)
             result = _run_result(run, run.path, "resumed" if resuming else "trained")
@@ -366,7 +387,13 @@ def execute(runs: list[PlannedRun], out: Path, *, progress: bool, reuse: bool, o
 # -------------------------------------------------------------------------------------------------- outputs
 
 
-def results_document(experiment: Experiment, preset: Preset, base: TrainConfig, runs: list[PlannedRun],
+def description(experiment: Experiment, preset: Preset, args: argparse.Namespace) -> str:
+    """The preset paragraph of the experiment's table: its data, model and recipe, and the flags that changed it."""
+    given = {k: v for k, v in common_fields(args).items() if k not in FEED_ONLY}
+    return describe(preset, base_config(experiment, preset, args), varied_fields(experiment, preset), given)
+
+
+def results_document(experiment: Experiment, preset: Preset, description: str, runs: list[PlannedRun],
                      results: list[dict], argv: list[str], seeds: int, wall: float) -> dict:  # fmt: skip
     settings = {}
     for run in runs:
@@ -381,7 +408,7 @@ def results_document(experiment: Experiment, preset: Preset, base: TrainConfig, 
         "command": f"python -m experiments.{experiment.name} " + " ".join(argv),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "complete": len(results) == len(runs),
-        "preset": {**preset.to_json(), "description": describe(preset, base, varied_fields(experiment, preset))},
+        "preset": {**preset.to_json(), "description": description},
         "seeds": list(range(seeds)),
         "settings": settings,
         "runs": results,
@@ -413,9 +440,15 @@ def _finite(value):
 
 
 def run_experiment(experiment: Experiment, argv: list[str] | None = None) -> dict:
-    """Parse `argv`, train what is missing, write results.json, table.md and figures; returns the results."""
+    """Parse `argv`, train what is missing, write results.json, table.md and figures; returns the results.
+
+    A user's mistake ends in one `knifejax: error:` line and exit 2 (`knifejax.errors`), a traceback only with
+    --debug."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run_parsed(experiment, parser(experiment).parse_args(argv), argv)
+    args = parser(experiment).parse_args(argv)
+    resumes = "the same command resumes: finished runs are kept, the interrupted one continues from its last checkpoint"
+    with reported_errors(debug=args.debug, on_interrupt=lambda: resumes):
+        return run_parsed(experiment, args, argv)
 
 
 def preset_name(args: argparse.Namespace) -> str:
@@ -426,14 +459,13 @@ def preset_name(args: argparse.Namespace) -> str:
 def run_parsed(experiment: Experiment, args: argparse.Namespace, argv: list[str]) -> dict:
     """`run_experiment` with the command line already parsed (`argv`: as given, for the record); {} with --list."""
     if args.seeds < 1:
-        raise SystemExit("--seeds must be at least 1")
+        raise ConfigError(f"--seeds must be at least 1, not {args.seeds}")
     chosen = preset_name(args)
     preset = PRESETS[chosen]
-    if args.model is not None and any("model" in o for o in experiment.settings(preset).values()):
-        raise SystemExit(f"--model does not apply to {experiment.name}: its settings choose the architectures")
+    check_flags(experiment, preset, given_fields(args))
     out = args.out or default_out(experiment.name, chosen)
     runs = plan(experiment, preset, args, out)
-    base = with_pretrained_file(preset.config(**common_fields(args)), _pretrained_files(args.pretrained))
+    about = description(experiment, preset, args)
 
     if args.list:
         print(f"{experiment.title}: {len(runs)} runs, preset {chosen}, into {out}")
@@ -441,23 +473,25 @@ def run_parsed(experiment: Experiment, args: argparse.Namespace, argv: list[str]
             state = ("finished" if is_finished(run.path, run.config) else
                      "partial" if RunDir(run.path).config.exists() else "new")  # fmt: skip
             print(f"  {run.setting:24s} seed {run.seed}  {state:8s} {run.path}")
-        print("\n" + describe(preset, base, varied_fields(experiment, preset)))
+        print("\n".join(["", *weights_lines(runs), "", about]))
         return {}
 
     check_no_conflict(runs)
+    check_weights(runs)
     progress = not args.no_progress
     print(f"{experiment.title}: {len(runs)} runs ({len(runs) // args.seeds} settings × {args.seeds} seed(s)), "
           f"preset {chosen}, into {out}", flush=True)  # fmt: skip
     started = time.perf_counter()
 
     def save(partial: list[dict]) -> None:
-        document = results_document(experiment, preset, base, runs, partial, argv, args.seeds,
+        document = results_document(experiment, preset, about, runs, partial, argv, args.seeds,
                                     time.perf_counter() - started)  # fmt: skip
         write_outputs(experiment, document, out, draw=False)
 
     with compile_cache(args.compile_cache):
         results = execute(runs, out, progress=progress, reuse=not args.no_reuse, on_result=save)
-    document = results_document(experiment, preset, base, runs, results, argv, args.seeds, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    document = results_document(experiment, preset, about, runs, results, argv, args.seeds, wall)
     written = write_outputs(experiment, document, out)
     print(f"done in {_duration(document['wall_seconds'])}; wrote " + ", ".join(str(p) for p in written), flush=True)
     return document

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from experiments.figures import curves
-from experiments.presets import STUDY_LEARNING_RATES, format_lr
+from experiments.presets import format_lr
+from knifejax import study
 from experiments.runner import Experiment, run_experiment
 from experiments.tables import Table
 
@@ -16,7 +17,7 @@ EXPERIMENT = Experiment(
     title="Fig. 1 — learning rate (Adam, constant rate)",
     about="EfficientNet fine-tuned with Adam at a constant learning rate of 1e-2, 1e-3, 5e-4, 1e-4 or 1e-5; "
     "training loss (log scale) and validation MAP@5 per epoch.",
-    settings=lambda preset: {f"lr={format_lr(lr)}": dict(lr=lr, schedule="constant") for lr in STUDY_LEARNING_RATES},
+    settings=lambda preset: {f"lr={format_lr(lr)}": dict(lr=lr, schedule="constant") for lr in study.LEARNING_RATES},
     table=Table(),
     figures=(curves("fig1_learning_rate.png"),),
     notes=(

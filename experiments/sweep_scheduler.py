@@ -8,7 +8,8 @@ again (and if this script runs first, sweep_lr reuses them from here).
 from __future__ import annotations
 
 from experiments.figures import curves, final_bars, lr_schedules, paired_style
-from experiments.presets import STUDY_LEARNING_RATES, format_lr
+from experiments.presets import format_lr
+from knifejax import study
 from experiments.runner import Experiment, run_experiment
 from experiments.tables import Table
 
@@ -22,7 +23,7 @@ EXPERIMENT = Experiment(
     "schedule.",
     settings=lambda preset: {
         f"lr={format_lr(lr)} {schedule}": dict(lr=lr, schedule=schedule)
-        for lr in STUDY_LEARNING_RATES
+        for lr in study.LEARNING_RATES
         for schedule in SCHEDULES
     },
     table=Table(),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from experiments.study_results import Reading
 
 
 @dataclass(frozen=True)
@@ -61,17 +63,33 @@ TRAINABLE = Column("trainable parameters", _model("trainable_parameters"), _mill
 DEFAULT_COLUMNS = (TRAIN_LOSS, VAL_LOSS, VAL_MAP5, BEST_VAL_MAP5, TEST_MAP5, TEST_MAP1)
 
 
+# The study's numbers a table can set beside a row: Reading field -> column header.
+STUDY_COLUMNS = {"map5": "study MAP@5", "map1": "study MAP@1", "loss": "study final train loss",
+                 "minutes": "study V100 time"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Table:
     columns: tuple[Column, ...] = DEFAULT_COLUMNS
-    # the study's number per setting: keyed by the value of override `reference_key`, or by label when None
-    reference: dict = field(default_factory=dict)
-    reference_key: str | None = None
-    reference_header: str = "study MAP@5"
+    # the study's reading of a setting, from experiments.study_results: (label, overrides) -> Reading or None
+    reference: Callable[[str, dict], Reading | None] | None = None
+    reference_note: str = "real photos"  # what the study's columns were measured on, for their headers
 
-    def reference_for(self, label: str, overrides: dict) -> float | None:
-        key = label if self.reference_key is None else overrides.get(self.reference_key)
-        return self.reference.get(key)
+    def study_columns(self, settings: dict) -> list[tuple[str, str]]:
+        """(Reading field, header) of each study number some row of `settings` has."""
+        readings = [self.reference(label, s["overrides"]) for label, s in settings.items()] if self.reference else []
+        return [(key, f"{header} ({self.reference_note})") for key, header in STUDY_COLUMNS.items()
+                if any(r is not None and getattr(r, key) is not None for r in readings)]  # fmt: skip
+
+
+def _study_cell(reading: Reading | None, key: str) -> str:
+    value = None if reading is None else getattr(reading, key)
+    if value is None:
+        return "—"
+    if key == "minutes":
+        return f"{value / 60:g} h" if value >= 60 else f"{value:g} min"
+    epochs = "" if reading.epochs == 20 else f" ({reading.epochs} epochs)"
+    return (f"{value:g}" if key == "loss" else f"{value:.3f}") + epochs
 
 
 def by_setting(document: dict) -> dict[str, list[dict]]:
@@ -94,9 +112,8 @@ def cell(values: list[float | None], fmt: Callable[[float], str]) -> str:
 def write_table(experiment, document: dict, path: Path) -> Path:
     table: Table = experiment.table
     seeds = len(document["seeds"])
-    header = ["setting", *(c.header for c in table.columns)]
-    if table.reference:
-        header.append(table.reference_header)
+    study = table.study_columns(document["settings"])
+    header = ["setting", *(c.header for c in table.columns), *(h for _, h in study)]
     lines = [
         f"# {document['title']}",
         "",
@@ -113,9 +130,9 @@ def write_table(experiment, document: dict, path: Path) -> Path:
     ]
     for label, runs in by_setting(document).items():
         row = [label, *(cell([c.value(r) for r in runs], c.fmt) for c in table.columns)]
-        if table.reference:
-            reference = table.reference_for(label, document["settings"][label]["overrides"])
-            row.append("—" if reference is None else f"{reference:.3f}")
+        if study:
+            reading = table.reference(label, document["settings"][label]["overrides"])
+            row += [_study_cell(reading, key) for key, _ in study]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Columns: train loss is the mean over the last epoch's augmented batches; val is the validation set "
               "after each epoch; test is the final model once, at the end; wall time covers the whole run "

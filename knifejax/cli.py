@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import os
 import sys
-import types
-import typing
 from pathlib import Path
 
+from knifejax import study
 from knifejax.atomic_write import write_text_atomically
 from knifejax.data.decode import DEFAULT_MAX_PIXELS
 from knifejax.data.open import SPEC_HELP
@@ -26,8 +24,8 @@ from knifejax.errors import CommandParser, ConfigError, reported_errors
 
 EXAMPLES = """examples:
   python -m knifejax train --run runs/lite0 --pretrained default --epochs 3 --image-size 96 --synthetic-classes 32
-  python -m knifejax train --run runs/b0 --model tf_efficientnet_b0 --pretrained b0.pth \\
-      --data train.csv --val-data test.csv --root knives/ --preset study
+  python -m knifejax train --run runs/b0 --preset study --data train.csv --val-data test.csv --root knives/ \\
+      --weights-dir weights/   # tf_efficientnet_b0.aa_in1k from weights/; test.csv validates, as in the study
   python -m knifejax evaluate --run runs/lite0 --data synthetic --synthetic-classes 32
   python -m knifejax predict --run runs/lite0 photos/ --out predictions.csv
   python -m knifejax evaluate --model resnet18 --weights model.safetensors --data test.csv --root knives/
@@ -47,50 +45,12 @@ ENSEMBLE_EXAMPLES = """examples:
 """
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, typed and documented by the field itself; unset flags stay None."""
-    from knifejax.train.config import TrainConfig
-
-    hints = typing.get_type_hints(TrainConfig)
-    groups = {}
-    for f in dataclasses.fields(TrainConfig):
-        group_name = f.metadata["group"]
-        if group_name not in groups:
-            groups[group_name] = parser.add_argument_group(group_name)
-        group = groups[group_name]
-        hint = hints[f.name]
-        default = f.default
-        choices = f.metadata.get("choices")
-        help_text = f"{f.metadata['help']}" + (f", one of {', '.join(choices)}" if choices else "")
-        help_text += f" (default: {default})"
-        if hint is bool:
-            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif f.name == "rotation":
-            group.add_argument(_flag(f.name), type=float, nargs=2, metavar=("MIN", "MAX"), help=help_text)
-        else:
-            base = _base_type(hint)
-            group.add_argument(
-                _flag(f.name), type=base, choices=choices, metavar=f.name.upper(), help=help_text
-            )
-
-
-def _base_type(hint):
-    if isinstance(hint, types.UnionType):
-        hint = next(t for t in typing.get_args(hint) if t is not type(None))
-    return hint
-
-
 def _config_from_args(args: argparse.Namespace):
     from knifejax.train.config import TrainConfig
+    from knifejax.train.flags import given_fields
     from knifejax.train.run import RunDir
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
-    if "rotation" in given:
-        given["rotation"] = tuple(given["rotation"])
+    given = given_fields(args)
     saved = RunDir(args.run).config
     if saved.exists() and args.preset is None:
         # resuming: the saved config is the base, flags given again must agree with it (checked by RunDir)
@@ -106,9 +66,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     if args.distributed:
         jax.distributed.initialize()
+    from knifejax.models.pretrained import weights_file
     from knifejax.train.loop import fit
 
-    fit(_config_from_args(args), args.run, progress=not args.no_progress)
+    cfg = _config_from_args(args)
+    if cfg.pretrained == "default" and cfg.weights_dir is not None:
+        weights_file(cfg.model, cfg.weights_dir)  # a missing file is said before the data is read
+    fit(cfg, args.run, progress=not args.no_progress)
 
 
 def _predictor(args: argparse.Namespace):
@@ -325,10 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--run", required=True, help="run directory (created, or resumed when it exists)")
-    train.add_argument("--preset", choices=("study",), help="start from the study's recipe; flags override it")
+    train.add_argument("--preset", choices=("study",), help="start from the study's setting (knifejax.study: "
+                       f"{study.summary()}); flags override it")
     train.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (several hosts)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_config_flags(train)
+    from knifejax.train.flags import add_config_flags
+
+    add_config_flags(train)
     train.set_defaults(func=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="MAP@1, MAP@5 and acc@5 on labelled data")

@@ -34,7 +34,7 @@ class UserError(Exception):
     """A mistake the user can fix; the message says what, where and what to do, in one line.
 
     `details` may list more lines (every bad row of a data set, say): entry points print them on stdout,
-    above the error line.
+    above the error line, as they do any further lines of a message.
     """
 
     details: tuple[str, ...] = ()
@@ -88,9 +88,10 @@ def reported_errors(*, debug: bool = False, on_interrupt: Callable[[], str] | No
     except UserError as error:
         if debug:
             raise
-        for line in error.details:
+        first, *more = str(error).splitlines() or [type(error).__name__]
+        for line in (*error.details, *more):
             print(line)
-        _fail(str(error))
+        _fail(f"{first.rstrip(':')}{' (listed above)' if more else ''}")
     except Exception as error:
         cause = _environment_error(error)
         if debug or cause is None:

@@ -20,15 +20,18 @@ import pytest
 from flax import nnx
 
 import knifejax as kj
-from experiments import (compare_architectures, compare_optimizers, compare_vit, ensemble, gradcam, report, runner,
-                         sweep_batch, sweep_lr, sweep_scheduler, transfer_modes)  # fmt: skip
-from experiments.presets import STUDY_BATCH_SIZES, STUDY_LEARNING_RATES, format_lr
+from experiments import (compare_architectures, compare_optimizers, compare_vit, ensemble, gradcam, members, readme,
+                         report, runner, sweep_batch, sweep_lr, sweep_scheduler, transfer_modes)  # fmt: skip
+from experiments.presets import format_lr
+from knifejax import study
+from knifejax.errors import ConfigError
 from knifejax.models import registry
 from knifejax.models.layers import BatchNorm2d
 from knifejax.train.config import TrainConfig
 from knifejax.io import read_state_dict
 from knifejax.train.run import RunDir, load_run
 from knifejax.weights import timm_slots
+from tests.cli_errors import refused
 
 TINY = "tiny_test_cnn"
 
@@ -91,11 +94,14 @@ def tiny_architectures(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
-    """'Pretrained' weights of the tiny CNN for the smoke preset's 4 classes, in timm key names."""
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    """A weights folder: 'pretrained' weights of the tiny CNN for the smoke preset's 4 classes, in timm key names,
+    under its own name and under Lite0's (which the architecture comparison builds as a tiny CNN)."""
+    folder = tmp_path_factory.mktemp("weights")
     cfg = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}
-    kj.save_timm_weights(TinyCNN(num_classes=4, pretrained_cfg=cfg, rngs=nnx.Rngs(123)), path)
-    return path
+    for name in (f"{TINY}.test", "tf_efficientnet_lite0.in1k"):
+        model = TinyCNN(num_classes=4, pretrained_cfg=cfg, rngs=nnx.Rngs(123))
+        kj.save_timm_weights(model, folder / f"{name}.safetensors")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -137,19 +143,32 @@ def lr_sweep(root) -> dict:
 
 
 def test_sweep_lr_smoke(lr_sweep, root):
-    labels = [f"lr={format_lr(lr)}" for lr in STUDY_LEARNING_RATES]
+    labels = [f"lr={format_lr(lr)}" for lr in study.LEARNING_RATES]
     check_outputs(lr_sweep, root / "sweep_lr-smoke", labels, ["fig1_learning_rate.png"])
     assert {r["status"] for r in lr_sweep["runs"]} == {"trained"}
     configs = [TrainConfig.from_json(s["config"]) for s in lr_sweep["settings"].values()]
-    assert [c.lr for c in configs] == list(STUDY_LEARNING_RATES) and {c.schedule for c in configs} == {"constant"}
+    assert [c.lr for c in configs] == list(study.LEARNING_RATES) and {c.schedule for c in configs} == {"constant"}
     assert {c.image_size for c in configs} == {32} and {c.synthetic_classes for c in configs} == {4}
     # the rate of the first epoch's steps is what each run logged
-    assert [r["history"][0]["lr"] for r in lr_sweep["runs"]] == pytest.approx(list(STUDY_LEARNING_RATES), rel=1e-6)
+    assert [r["history"][0]["lr"] for r in lr_sweep["runs"]] == pytest.approx(list(study.LEARNING_RATES), rel=1e-6)
+
+
+def test_the_readme_table_is_written_from_the_sweeps_results(lr_sweep):
+    table = readme.table(lr_sweep)
+    finals = [f"{r['history'][-1]['val_map@5']:.3f}" for r in lr_sweep["runs"]]
+    tests = [f"{r['test']['map@5']:.3f}" for r in lr_sweep["runs"]]
+    assert "| lr | 1e-2 | 1e-3 | 5e-4 | 1e-4 | 1e-5 |" in table and "(chance 0.52)" in table  # 4 classes
+    assert f"| {' | '.join(finals)} |" in table and f"| {' | '.join(tests)} |" in table
+    text = f"intro\n{readme.BEGIN}\nold table\n{readme.END}\nrest\n"
+    assert readme.replace_block(text, table) == f"intro\n{readme.BEGIN}\n\n{table}\n\n{readme.END}\nrest\n"
+    with pytest.raises(ConfigError, match="exactly one"):
+        readme.replace_block("no markers", table)
+    assert readme.BEGIN in (Path(__file__).parents[1] / "README.md").read_text()
 
 
 def test_sweep_scheduler_smoke_reuses_the_lr_sweeps_constant_runs(lr_sweep, root):
     document = smoke(sweep_scheduler, root)
-    labels = [f"lr={format_lr(lr)} {s}" for lr in STUDY_LEARNING_RATES for s in ("constant", "cosine")]
+    labels = [f"lr={format_lr(lr)} {s}" for lr in study.LEARNING_RATES for s in ("constant", "cosine")]
     check_outputs(document, root / "sweep_scheduler-smoke", labels,
                   ["fig2a_lr_schedules.png", "fig2b_final_loss.png", "fig2c_curves.png"])  # fmt: skip
     status = {r["setting"]: r["status"] for r in document["runs"]}
@@ -207,12 +226,14 @@ class FakeFit:
         return run.history()
 
 
-def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, monkeypatch):
+def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
     argv = ["--preset", "smoke", "--out", str(tmp_path / "sweep_lr"), "--no-progress", "--compile-cache", "off"]
     interrupted = FakeFit(stop_at=3)
     monkeypatch.setattr(runner, "fit", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as exit_info:
         sweep_lr.main(argv)
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.startswith("knifejax: interrupted; the same command resumes")
     assert len(interrupted.calls) == 3
     partial = json.loads((tmp_path / "sweep_lr" / "results.json").read_text())
     assert not partial["complete"] and len(partial["runs"]) == 2
@@ -234,30 +255,29 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, monkeypatch):
     assert again.calls == []  # all finished: nothing trains
 
 
-def test_a_folder_of_another_preset_is_refused_before_training(tmp_path, monkeypatch):
+def test_a_folder_of_another_preset_is_refused_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner, "fit", FakeFit())
     out = str(tmp_path / "sweep_batch")
     sweep_batch.main(["--preset", "smoke", "--out", out, "--no-progress", "--compile-cache", "off"])
-    with pytest.raises(SystemExit, match="hold runs of other settings"):
+    with refused(capsys, "hold runs of other settings"):
         sweep_batch.main(["--preset", "smoke", "--out", out, "--no-progress", "--seeds", "1", "--model", "resnet34"])
 
 
 @pytest.mark.parametrize("module", [sweep_lr, sweep_scheduler, sweep_batch, compare_optimizers])
 def test_study_preset_runs_the_studys_settings(module, tmp_path, capsys):
-    weights = tmp_path / "b0.pth"
-    weights.write_bytes(b"")
     runs = runner.plan(
         module.EXPERIMENT,
         runner.PRESETS["study"],
         runner.parser(module.EXPERIMENT).parse_args(["--data", "train.csv", "--val-data", "test.csv", "--root", "knives",
-                                                     "--pretrained", f"tf_efficientnet_b0={weights}"]),  # fmt: skip
+                                                     "--weights-dir", str(tmp_path)]),  # fmt: skip
         tmp_path,
     )
     for run in runs:
         cfg = run.config
-        assert (cfg.model, cfg.image_size, cfg.epochs, cfg.norm) == ("tf_efficientnet_b0", 224, 20, "imagenet")
-        assert (cfg.data, cfg.val_data, cfg.root, cfg.pretrained) == ("train.csv", "test.csv", "knives", str(weights))
-        assert cfg.batch_size in STUDY_BATCH_SIZES and cfg.lr in STUDY_LEARNING_RATES
+        assert (cfg.model, cfg.image_size, cfg.epochs, cfg.norm) == ("tf_efficientnet_b0.aa_in1k", 224, 20, "imagenet")
+        assert (cfg.data, cfg.val_data, cfg.root, cfg.pretrained) == ("train.csv", "test.csv", "knives", "default")
+        assert cfg.weights_dir == str(tmp_path)
+        assert cfg.batch_size in study.BATCH_SIZES and cfg.lr in study.LEARNING_RATES
     overrides = module.EXPERIMENT.settings(runner.PRESETS["study"])
     untouched = {k for o in overrides.values() for k in o}
     base = TrainConfig.study()
@@ -272,14 +292,75 @@ def test_help_describes_presets_and_examples(capsys):
     with pytest.raises(SystemExit):
         sweep_lr.main(["--help"])
     text = capsys.readouterr().out
-    assert all(word in text for word in ("--preset", "smoke", "quick", "study", "--pretrained NAME=FILE", "--seeds"))
+    words = ("--preset", "smoke", "quick", "study", "--weights-dir", "--seeds", "--epochs", "--lr", "--batch-size",
+             "--classes-file", "selects on the test set")
+    assert all(word in text for word in words)
+
+
+RUNNER_SCRIPTS = (sweep_lr, sweep_scheduler, sweep_batch, compare_optimizers, transfer_modes, compare_architectures,
+                  compare_vit)  # fmt: skip
+
+
+@pytest.mark.parametrize("module", RUNNER_SCRIPTS)
+def test_every_script_takes_the_training_flags_and_its_table_names_them(module, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "fit", FakeFit())
+    classes = tmp_path / "classes.txt"
+    classes.write_text("a\nb\nc\nd\n")
+    (tmp_path / "resnet18.a1_in1k.safetensors").write_bytes(b"")  # transfer_modes' smoke weights (FakeFit reads none)
+    flags = {"--epochs": "3", "--lr": "0.002", "--batch-size": "4", "--classes-file": str(classes),
+             "--weights-dir": str(tmp_path), "--label-smoothing": "0.1"}  # fmt: skip
+    varied = runner.varied_fields(module.EXPERIMENT, runner.PRESETS["smoke"])
+    not_for_it = {f: v for f, v in flags.items() if f[2:].replace("-", "_") in varied}
+    accepted = {f: v for f, v in flags.items() if f not in not_for_it}
+    base = ["--preset", "smoke", "--out", str(tmp_path / "out"), "--no-progress", "--compile-cache", "off"]
+    for flag_name, value in not_for_it.items():  # e.g. --lr in sweep_lr: its settings choose the rate
+        with refused(capsys, f"{flag_name} does not apply to {module.EXPERIMENT.name}"):
+            module.main([*base, flag_name, value])
+    document = module.main([*base, *(x for pair in accepted.items() for x in pair)])
+    for setting in document["settings"].values():
+        cfg = TrainConfig.from_json(setting["config"])
+        assert cfg.classes_file == str(classes) and cfg.weights_dir == str(tmp_path) and cfg.label_smoothing == 0.1
+        assert "--epochs" in not_for_it or cfg.epochs == 3
+        assert "--lr" in not_for_it or cfg.lr == 0.002
+        assert "--batch-size" in not_for_it or cfg.batch_size == 4
+    paragraph = next(line for line in (tmp_path / "out" / "table.md").read_text().splitlines()
+                     if line.startswith("Preset **smoke**"))  # fmt: skip
+    named = [f"`{f} {v}`" for f, v in accepted.items() if f != "--weights-dir"]  # where weights come from: no change
+    assert all(name in paragraph for name in named), paragraph
+    assert "Changed from the preset on the command line" in paragraph and "--weights-dir" not in paragraph
+
+
+def test_ensemble_and_gradcam_take_the_same_flags():
+    for module in (ensemble, gradcam):
+        args = members.parser(module.EXPERIMENT, compare_architectures.EXPERIMENT).parse_args(
+            ["--epochs", "3", "--lr", "0.002", "--batch-size", "4", "--classes-file", "c.txt", "--weights-dir", "w"])
+        assert runner.common_fields(args) == {"epochs": 3, "lr": 0.002, "batch_size": 4, "classes_file": "c.txt",
+                                              "weights_dir": "w"}  # fmt: skip
+
+
+def test_a_flag_replaces_what_every_setting_sets_alike(tmp_path):
+    """compare_vit's from-scratch rows all train at one rate: the experiment's own base, which --lr changes."""
+    preset = runner.PRESETS["quick"]
+    uniform = runner.uniform_overrides(compare_vit.EXPERIMENT, preset)
+    assert uniform == {"pretrained": None, "lr": compare_vit.SCRATCH_LR}
+    args = runner.parser(compare_vit.EXPERIMENT).parse_args(["--lr", "1e-4"])
+    assert {r.config.lr for r in runner.plan(compare_vit.EXPERIMENT, preset, args, tmp_path)} == {1e-4}
+    assert runner.varied_fields(compare_vit.EXPERIMENT, preset) == {"model", "image_size"}
+
+
+def test_the_study_ensemble_has_the_studys_four_members():
+    study_members = compare_architectures.ensemble_members(runner.PRESETS["study"])
+    assert "EfficientNet-B3, 55 epochs" in compare_architectures.settings(runner.PRESETS["study"])
+    assert study_members == ["EfficientNet-B0", "ResNet-18", "MobileNetV3-Large", "SKResNet-18"]
+    assert compare_architectures.ensemble_members(runner.PRESETS["smoke"]) == list(
+        compare_architectures.settings(runner.PRESETS["smoke"]))
 
 
 def test_results_json_is_strict_even_with_nan():
     assert runner._finite({"a": [1.0, float("nan")], "b": float("inf")}) == {"a": [1.0, None], "b": None}
 
 
-def test_missing_pretrained_weights_leave_no_run_behind(tmp_path, monkeypatch):
+def test_missing_pretrained_weights_leave_no_run_behind(tmp_path, monkeypatch, capsys):
     from knifejax.models.pretrained import PretrainedUnavailableError
 
     def unavailable(cfg, run_dir, **kwargs):
@@ -288,7 +369,7 @@ def test_missing_pretrained_weights_leave_no_run_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "fit", unavailable)
     out = tmp_path / "sweep_batch"
-    with pytest.raises(SystemExit, match="--pretrained tf_efficientnet_b0=FILE"):
+    with refused(capsys, "--weights-dir DIR holding tf_efficientnet_b0.aa_in1k.safetensors"):
         sweep_batch.main(["--preset", "study", "--data", "train.csv", "--out", str(out), "--no-progress",
                           "--compile-cache", "off"])  # fmt: skip
     assert not (out / "runs" / "batch_16" / "seed0").exists()  # the same command with a weights file can start
@@ -305,10 +386,10 @@ def test_compile_cache_is_set_for_the_runs_and_restored_after(tmp_path):
 
 def test_transfer_modes_smoke_freezes_the_first_stages(root, tiny_weights):
     out = root / "transfer_modes-smoke"
-    document = smoke(transfer_modes, root, "--pretrained", f"{TINY}={tiny_weights}")
+    document = smoke(transfer_modes, root, "--weights-dir", str(tiny_weights))
     labels = list(transfer_modes.EXPERIMENT.settings(runner.PRESETS["smoke"]))
     check_outputs(document, out, labels, ["fig5_transfer_modes.png"])
-    start = read_state_dict(tiny_weights)
+    start = read_state_dict(tiny_weights / f"{TINY}.test.safetensors")
     final = {label: {k: np.asarray(v.variable[...]) for k, v in timm_slots(load_run(r["run_dir"], "latest")[0]).items()}
              for label, r in zip(labels, document["runs"])}  # fmt: skip
     scratch, transfer, tune = (final[label] for label in labels)
@@ -331,27 +412,29 @@ def test_transfer_modes_smoke_freezes_the_first_stages(root, tiny_weights):
 @pytest.fixture()
 def architectures(root, tiny_architectures, tiny_weights) -> dict:
     return compare_architectures.main(["--out", str(root / "compare_architectures-smoke"),
-                                       "--pretrained", f"tf_efficientnet_lite0={tiny_weights}", *smoke_files(root)])  # fmt: skip
+                                       "--weights-dir", str(tiny_weights), *smoke_files(root)])  # fmt: skip
 
 
-def test_compare_architectures_smoke(architectures, root):
+def test_compare_architectures_smoke(architectures, root, tiny_weights, capsys):
     labels = list(compare_architectures.settings(runner.PRESETS["smoke"]))
     check_outputs(architectures, root / "compare_architectures-smoke", labels, ["fig6_architectures.png"])
     models = [TrainConfig.from_json(s["config"]).model for s in architectures["settings"].values()]
     assert models == ["tf_efficientnet_lite0", "tf_efficientnet_lite0", "resnet18", "mobilenetv3_large_100", "skresnet18"]
-    starts = [TrainConfig.from_json(s["config"]).pretrained for s in architectures["settings"].values()]
-    assert starts[0].endswith("tiny.safetensors") and starts[1:] == [None] * 4
+    configs = [TrainConfig.from_json(s["config"]) for s in architectures["settings"].values()]
+    assert [c.pretrained for c in configs] == ["default"] + [None] * 4
+    assert {c.weights_dir for c in configs} == {str(tiny_weights)}
     table = (root / "compare_architectures-smoke" / "table.md").read_text()
     assert "| ResNet-18, from scratch | 0.00 M |" in table and "0.586" in table  # the study's ResNet-18
-    with pytest.raises(SystemExit, match="--model does not apply"):
+    with refused(capsys, "--model does not apply"):
         compare_architectures.main(["--model", TINY, "--list"])
 
 
-def test_compare_architectures_study_preset_names_the_studys_models():
-    study = compare_architectures.settings(runner.PRESETS["study"])
-    assert [o["model"] for o in study.values()] == ["tf_efficientnet_b0", "resnet18", "mobilenetv3_large_100",
-                                                   "skresnet18", "tf_efficientnet_b3"]  # fmt: skip
-    assert list(study.values())[-1]["epochs"] == 55
+def test_compare_architectures_study_preset_names_the_studys_weights():
+    settings = compare_architectures.settings(runner.PRESETS["study"])
+    assert [o["model"] for o in settings.values()] == ["tf_efficientnet_b0.aa_in1k", "resnet18.tv_in1k",
+                                                      "mobilenetv3_large_100.ra_in1k", "skresnet18.ra_in1k",
+                                                      "tf_efficientnet_b3.aa_in1k"]  # fmt: skip
+    assert list(settings.values())[-1]["epochs"] == 55
 
 
 def test_compare_vit_smoke_builds_each_vit_for_its_input_size(root, tiny_architectures, monkeypatch):
@@ -369,7 +452,7 @@ def test_compare_vit_smoke_builds_each_vit_for_its_input_size(root, tiny_archite
 
 
 def test_ensemble_and_gradcam_smoke_reuse_the_architecture_runs(architectures, root, tiny_weights):
-    flags = ["--members", str(root / "compare_architectures-smoke"), "--pretrained", f"tf_efficientnet_lite0={tiny_weights}",
+    flags = ["--members", str(root / "compare_architectures-smoke"), "--weights-dir", str(tiny_weights),
              *smoke_files(root)]  # fmt: skip
     document = ensemble.main(["--out", str(root / "ensemble-smoke"), *flags])
     assert {r["status"] for r in json.loads((root / "compare_architectures-smoke" / "results.json").read_text())["runs"]} == {
@@ -383,6 +466,7 @@ def test_ensemble_and_gradcam_smoke_reuse_the_architecture_runs(architectures, r
         assert row["map@5"] == pytest.approx(members[row["name"]]["test"]["map@5"], abs=1e-6)
     table = (root / "ensemble-smoke" / "table.md").read_text()
     assert "| **score averaging** |" in table and "0.719" in table and "0.734" in table
+    assert "| ResNet-18, from scratch | " in table and "| 0.609 |" in table  # the study's ResNet-18 member (Table 4)
     assert (root / "ensemble-smoke" / "fig8_ensembles.png").stat().st_size > 10_000
 
     explained = gradcam.main(["--out", str(root / "gradcam-smoke"), *flags])
@@ -400,6 +484,9 @@ def test_report_collects_every_experiment(root, tmp_path):
     present = [name for name in report.ORDER if (root / f"{name}-smoke" / "table.md").exists()]
     assert {"compare_architectures", "ensemble", "gradcam"} <= set(present)
     assert text.count("**Finding.**") == len(present)
+    assert "**The study's epoch-7 reading (Fig. 1).** lr=1e-4 after epoch 7" in text
+    assert "n/a: the run has 2 epochs" in text
+    assert "0.661 in Table 1, 0.694 in Table 2 and 0.694 in Table 3" in text
     for name in report.ORDER:
         command = f"`python -m experiments.{name}`" if name in present else f"`python -m experiments.{name} --preset smoke`"
         assert command in text

@@ -1,9 +1,8 @@
 """One training run's configuration, as code: a dataclass whose fields are also the command-line flags.
 
-The defaults are knifejax's recipe; `TrainConfig.study()` gives the study's (DESIGN: Adam 1e-4, per-step
-cosine, batch 32, 224 px, 20 epochs, ImageNet normalisation, every parameter decayed — with weight decay 0,
-as the study had, that last choice changes nothing until a decay is set). Each field's `help` is what
-`python -m knifejax train --help` prints.
+The defaults are knifejax's recipe; `TrainConfig.study()` gives the study's, as `knifejax.study` states it
+(its model with the weights it used, Adam 1e-4, per-step cosine, batch 32, 224 px, 20 epochs, ImageNet
+normalisation). Each field's `help` is what `python -m knifejax train --help` prints.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knifejax import study
 from knifejax.data.decode import DEFAULT_MAX_PIXELS
 from knifejax.errors import ConfigError
 from knifejax.train.optim import OPTIMIZERS, SCHEDULES
@@ -40,7 +40,7 @@ def _not_finite_or(test):
 _CHECKS = [
     ("epochs", lambda v: v < 1, "--epochs must be at least 1"),
     ("batch_size", lambda v: v < 2, "--batch-size must be at least 2 (BatchNorm needs two images to normalise a batch)"),
-    ("lr", _not_finite_or(lambda v: v <= 0), "--lr must be a positive number"),
+    ("lr", _not_finite_or(lambda v: v < 0), "--lr must be a finite number, 0 or more"),
     ("val_fraction", _not_finite_or(lambda v: not 0 <= v < 1), "--val-fraction must be in [0, 1)"),
     ("image_size", lambda v: v < 16, "--image-size must be at least 16 pixels"),
     ("num_classes", lambda v: v < 1, "--num-classes must be at least 1"),
@@ -73,6 +73,11 @@ class TrainConfig:
     pretrained: str | None = _model(
         None,
         "start from ImageNet weights: 'default' (packaged or hub) or a checkpoint FILE; omit to train from scratch",
+    )
+    weights_dir: str | None = _model(
+        None,
+        "folder of pretrained weight files, each NAME.TAG.safetensors or NAME.TAG.pth (or a Hugging Face cache): "
+        "'default' weights come from there (or the installed package), never from the hub",
     )
     weights: str | None = _model(None, "initial weights FILE with timm key names (e.g. a checkpoint made elsewhere)")
     num_classes: int | None = _model(None, "classes of the classifier; default: the training data's")
@@ -129,10 +134,9 @@ class TrainConfig:
 
     @classmethod
     def study(cls, **overrides) -> TrainConfig:
-        """The study's recipe: Adam 1e-4, cosine per step, batch 32, 224 px, 20 epochs, ImageNet mean/std."""
-        base = dict(optimizer="adam", lr=1e-4, schedule="cosine", batch_size=32, epochs=20, image_size=224,
-                    norm="imagenet", decay_all=True, pretrained="default")
-        return cls(**{**base, **overrides})
+        """The study's setting (`knifejax.study.RECIPE`: its model and weights, recipe, size and normalisation);
+        `overrides` change fields of it."""
+        return cls(**{**study.RECIPE, **overrides})
 
     def __post_init__(self) -> None:
         """Every value that cannot work is refused here, before any data is read or anything compiled."""

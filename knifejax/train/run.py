@@ -25,6 +25,7 @@ from flax import nnx
 
 from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import ConfigError, MissingError, UserError
+from knifejax.models.pretrained import weights_file
 from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
@@ -33,7 +34,7 @@ from knifejax.weights import load_timm_weights
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Fields a resumed run may change: they alter how long it runs or how it is fed, not what it computes.
-RESUMABLE_CHANGES = ("epochs", "workers", "cache_dir")
+RESUMABLE_CHANGES = ("epochs", "workers", "cache_dir", "weights_dir")
 
 
 class RunInUseError(UserError, RuntimeError):
@@ -160,7 +161,8 @@ def image_size(cfg: TrainConfig, pretrained_cfg: dict) -> int:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, *, initial_weights: bool = True) -> nnx.Module:
-    """The model `cfg` describes; with `initial_weights`, its pretrained and --weights weights loaded.
+    """The model `cfg` describes; with `initial_weights`, its pretrained and --weights weights loaded ('default'
+    pretrained weights from `cfg.weights_dir` when it is set).
 
     A model built for one input size (a ViT: `fixed_input_size` in its pretrained configuration) is built for
     `cfg.image_size` when that is set, as `timm.create_model(..., img_size=...)`; its pretrained position
@@ -172,6 +174,8 @@ def build_model(cfg: TrainConfig, num_classes: int, *, initial_weights: bool = T
     pretrained = initial_weights and cfg.pretrained is not None
     if pretrained and cfg.pretrained != "default":
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained}
+    elif pretrained and cfg.weights_dir is not None and (found := weights_file(cfg.model, cfg.weights_dir)):
+        kwargs["pretrained_cfg_overlay"] = {"file": found}
     model = create_model(cfg.model, pretrained=pretrained, **kwargs)
     if initial_weights and cfg.weights is not None:
         load_timm_weights(model, cfg.weights)
