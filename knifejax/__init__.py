@@ -1,9 +1,5 @@
 """knifejax: fine-grained image classification in JAX with timm-equal Flax NNX models."""
 
-from knifejax.xla_cpu import apply_cpu_flags
-
-apply_cpu_flags()  # before anything can start JAX's CPU backend (knifejax.xla_cpu says why)
-
 from knifejax.ensemble import Ensemble, StackerConfig, average_scores, build_ensemble, load_ensemble
 from knifejax.explain import grad_cam
 from knifejax.io import CheckpointError, read_state_dict
@@ -16,6 +12,7 @@ from knifejax.train.config import TrainConfig
 from knifejax.train.loop import fit
 from knifejax.train.run import load_run
 from knifejax.weights import WeightMismatchError, load_timm_weights, save_timm_weights, timm_state_dict
+from knifejax.xla_cpu import apply_xla_cpu_flags
 
 __all__ = [
     "CheckpointError",
@@ -24,6 +21,7 @@ __all__ = [
     "StackerConfig",
     "TrainConfig",
     "WeightMismatchError",
+    "apply_xla_cpu_flags",
     "average_scores",
     "build_ensemble",
     "create_model",

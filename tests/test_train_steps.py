@@ -35,10 +35,10 @@ def test_one_sgd_step_equals_the_eager_gradient_step():
 
 
 def test_eval_step_uses_running_statistics():
-    x, y = _batch()
+    x, _ = _batch()
     graphdef, state = init_state(kj.create_model("resnet18", num_classes=5, seed=1), optax.sgd(0.0))
-    logits, metrics = make_eval_step(graphdef)(state, x, y)
+    logits = make_eval_step(graphdef)(state, x)
     model = to_model(graphdef, state)
     model.eval()
+    assert logits.dtype == np.float32
     np.testing.assert_allclose(np.asarray(logits), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
-    assert 0.0 <= float(metrics["map@5"]) <= 1.0

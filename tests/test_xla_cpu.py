@@ -1,5 +1,5 @@
-"""`import knifejax` sets XLA:CPU's convolutions and matrix products to Eigen (knifejax.xla_cpu), leaves a user's
-own setting alone, and warns when it comes too late to apply."""
+"""`import knifejax` leaves `XLA_FLAGS` alone; `knifejax.apply_xla_cpu_flags()` sets XLA:CPU's convolutions and
+matrix products to Eigen, leaves a user's own setting alone, and warns when it comes too late to apply."""
 
 import os
 import subprocess
@@ -15,16 +15,31 @@ def run(code: str, xla_flags: str | None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True, check=True)
 
 
-def test_import_adds_the_flag_to_the_users_flags_and_leaves_a_user_setting_alone():
-    code = "import os, knifejax, jax; jax.numpy.ones(1).block_until_ready(); print(os.environ['XLA_FLAGS'])"
+def test_import_changes_neither_xla_flags_nor_the_matplotlib_backend_nor_starts_jax():
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import os; import knifejax; "
+        "from jax._src import xla_bridge; "
+        "print(matplotlib.get_backend(), os.environ.get('XLA_FLAGS'), xla_bridge.backends_are_initialized())"
+    )
+    assert run(code, None).stdout.split() == ["svg", "None", "False"]
+
+
+def test_the_call_adds_the_flag_to_the_users_flags_and_leaves_a_user_setting_alone():
+    code = (
+        "import os, knifejax, jax; knifejax.apply_xla_cpu_flags(); jax.numpy.ones(1).block_until_ready(); "
+        "print(os.environ['XLA_FLAGS'])"
+    )
     added = run(code, "--xla_force_host_platform_device_count=2").stdout.strip()
     assert added == f"--xla_force_host_platform_device_count=2 {FLAG}={EIGEN_CONVOLUTIONS_AND_DOTS}"
     own = f"{FLAG}=+individual_dot"
     assert run(code, own).stdout.strip() == own
 
 
-def test_import_after_the_cpu_backend_started_warns_and_changes_nothing():
-    code = "import os, jax; jax.numpy.ones(1).block_until_ready(); import knifejax; print(os.environ.get('XLA_FLAGS'))"
+def test_the_call_after_the_cpu_backend_started_warns_and_changes_nothing():
+    code = (
+        "import os, jax, knifejax; jax.numpy.ones(1).block_until_ready(); knifejax.apply_xla_cpu_flags(); "
+        "print(os.environ.get('XLA_FLAGS'))"
+    )
     result = run(code, None)
     assert result.stdout.strip() == "None"
-    assert "imported after JAX started its CPU backend" in result.stderr and FLAG in result.stderr
+    assert "called after JAX started its CPU backend" in result.stderr and FLAG in result.stderr

@@ -14,7 +14,7 @@ from knifejax.ensemble.averaging import average_scores
 from knifejax.ensemble.build import build_ensemble
 from knifejax.ensemble.data import DataSpec
 from knifejax.ensemble.members import EnsembleError, Member, load_member
-from knifejax.ensemble.model import METHODS, Ensemble, ranking_metrics
+from knifejax.ensemble.model import METHODS, Ensemble
 from knifejax.ensemble.stacking import StackerConfig, fit_stacker, init_stacker, stacker_logits
 from knifejax.ensemble.store import load_ensemble, save_ensemble
 
@@ -31,7 +31,6 @@ __all__ = [
     "init_stacker",
     "load_ensemble",
     "load_member",
-    "ranking_metrics",
     "save_ensemble",
     "stacker_logits",
 ]

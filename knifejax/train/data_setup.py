@@ -19,24 +19,10 @@ from tqdm.auto import tqdm
 from knifejax.data.cache import DEFAULT_CACHE_DIR, DecodedImages, decode_source, source_fingerprint
 from knifejax.data.errors import DataError
 from knifejax.data.open import open_source
+from knifejax.data.split import Split
 from knifejax.data.sources import Subset, stratified_split
 from knifejax.data.validate import validate
 from knifejax.train.config import TrainConfig
-
-
-@dataclass
-class Split:
-    """Items `indices` of the decoded images `data`."""
-
-    data: DecodedImages
-    indices: np.ndarray
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.data.labels[self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 @dataclass
@@ -118,12 +104,12 @@ def prepare_data(
     else:
         val_source, report["val"] = _checked(open_source(cfg.val_data, split="val", **opened), num_classes, cfg, "val", log, progress)
         val = _decoded(val_source, size, cfg, "val", progress)
-        train_split, val_split = Split(train, np.arange(len(train))), Split(val, np.arange(len(val)))
+        train_split, val_split = Split.whole(train), Split.whole(val)
     test_split = None
     if cfg.test_data is not None:
         test_source, report["test"] = _checked(
             open_source(cfg.test_data, split="test", **opened), num_classes, cfg, "test", log, progress
         )
         test = _decoded(test_source, size, cfg, "test", progress)
-        test_split = Split(test, np.arange(len(test)))
+        test_split = Split.whole(test)
     return PreparedData(train_split, val_split, test_split, class_names, report)

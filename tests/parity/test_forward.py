@@ -10,7 +10,7 @@ import pytest
 import torch
 from flax import nnx
 
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
 from tests.parity.comparison import channels_last, relative_error, size_kwargs
 
 TOLERANCE = 1e-4

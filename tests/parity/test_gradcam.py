@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from knifejax.explain import grad_cam, grad_cam_and_scores
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
 
 TOLERANCE = 1e-3
 

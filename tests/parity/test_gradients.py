@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from flax import nnx
 
 from knifejax.weights import timm_slots
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
 from tests.parity.comparison import relative_error, size_kwargs
 
 GRAD_TOLERANCE = 1e-6

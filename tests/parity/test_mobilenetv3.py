@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
 from tests.parity.comparison import relative_error
 
 

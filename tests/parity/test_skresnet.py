@@ -13,7 +13,7 @@ from flax import nnx
 import knifejax as kj
 from knifejax.models.layers import BatchNorm2d
 from knifejax.models.skresnet import SelectiveKernelAttn
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
 from knifejax.train.transfer import freeze_batchnorm, frozen_prefixes, trainable_mask
 from tests.parity.comparison import relative_error
 

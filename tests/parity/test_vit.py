@@ -16,7 +16,7 @@ from flax import nnx
 
 import knifejax as kj
 from knifejax.models.pos_embed import resample_patch_embed, resize_bicubic_aa
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
 from knifejax.train.optim import tree_path_name
 from knifejax.train.transfer import frozen_prefixes, trainable_mask
 from knifejax.weights import timm_state_dict

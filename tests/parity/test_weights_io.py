@@ -11,7 +11,7 @@ from flax import nnx
 
 import knifejax as kj
 from knifejax.weights import timm_state_dict
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
 from tests.parity.comparison import relative_error, size_kwargs
 
 
