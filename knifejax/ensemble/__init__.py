@@ -5,9 +5,9 @@
     data.py        what to score, resolved per member (run splits, data specs, sources, images)
     features.py    penultimate features + logits per member, extracted once and cached as .npy
     stacking.py    the stacked head: pure init / apply / fit over one parameter pytree
-    model.py       Ensemble: predict_proba, evaluate, report, save
+    model.py       Ensemble: predict_proba, evaluate, report
     build.py       build_ensemble: load runs, fit the stacked head on held-out images
-    store.py       ensemble.json + Orbax head; load_ensemble
+    store.py       ensemble.json + Orbax head: save_ensemble, load_ensemble
 """
 
 from knifejax.ensemble.averaging import average_scores

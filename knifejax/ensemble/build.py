@@ -18,6 +18,7 @@ import numpy as np
 from knifejax.ensemble.members import EnsembleError, Member, load_member
 from knifejax.ensemble.model import METHODS, Ensemble
 from knifejax.ensemble.stacking import StackerConfig, fit_stacker
+from knifejax.ensemble.store import save_ensemble
 from knifejax.metrics import ranking_metrics
 
 
@@ -58,7 +59,7 @@ def build_ensemble(
     if method == "stacked":
         fit_stacked_head(ensemble, stacker or StackerConfig(), fit_on)
     if out is not None:
-        ensemble.save(out)
+        save_ensemble(ensemble, out)
     return ensemble
 
 

@@ -1,4 +1,5 @@
-"""`Ensemble`: trained runs combined by score averaging or a stacked head, scoring any images.
+"""`Ensemble`: trained runs combined by score averaging or a stacked head, scoring any images (written to
+disk and read back by `knifejax.ensemble.store`).
 
 Every member predicts with its own preprocessing; their outputs for named data (run splits, sources with a
 fingerprint) come from the feature cache, so evaluating members and ensemble together, or again, runs each
@@ -127,12 +128,6 @@ class Ensemble:
         ]
         return {"data": description, "images": int(len(labels)), "members": members,
                 "ensemble": {"method": self.method, **labelled_metrics(log_probabilities(self.combine(outputs)), labels)}}  # fmt: skip
-
-    def save(self, directory: str | Path) -> Path:
-        """Write the ensemble to `directory` (see `knifejax.ensemble.store`); it then caches features there."""
-        from knifejax.ensemble.store import save_ensemble
-
-        return save_ensemble(self, directory)
 
     def __repr__(self) -> str:
         runs = ", ".join(str(m.run) for m in self.members)
