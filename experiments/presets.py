@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from knifejax.train.config import TrainConfig
 
-# The study's values (DESIGN section 1): its learning-rate sweep and batch sizes.
+# The study's values: its learning-rate sweep and batch sizes.
 STUDY_LEARNING_RATES = (1e-2, 1e-3, 5e-4, 1e-4, 1e-5)
 STUDY_BATCH_SIZES = (16, 32, 64)
 

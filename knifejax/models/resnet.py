@@ -24,14 +24,15 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     return max_pool(x, 3, 2, ((1, 1), (1, 1)))
 
 
-def _downsample(in_chs: int, out_chs: int, stride: int, rngs: nnx.Rngs) -> nnx.List | None:
+def downsample_conv(in_chs: int, out_chs: int, stride: int, rngs: nnx.Rngs) -> nnx.List | None:
     """timm's `downsample_conv`: 1x1 strided conv + BN when the shortcut changes shape, else None."""
     if stride == 1 and in_chs == out_chs:
         return None
     return nnx.List([Conv2d(in_chs, out_chs, 1, stride=stride, rngs=rngs), BatchNorm2d(out_chs)])
 
 
-def _shortcut(x: jax.Array, downsample: nnx.List | None) -> jax.Array:
+def shortcut(x: jax.Array, downsample: nnx.List | None) -> jax.Array:
+    """A residual block's identity path: `x`, through `downsample` (from `downsample_conv`) when there is one."""
     if downsample is None:
         return x
     conv, bn = downsample
@@ -46,7 +47,7 @@ class BasicBlock(nnx.Module):
         self.bn1 = BatchNorm2d(planes, act="relu")
         self.conv2 = Conv2d(planes, planes, 3, rngs=rngs)
         self.bn2 = BatchNorm2d(planes)
-        self.downsample = _downsample(in_chs, planes, stride, rngs)
+        self.downsample = downsample_conv(in_chs, planes, stride, rngs)
         self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
 
     def zero_init_last(self) -> None:
@@ -56,7 +57,7 @@ class BasicBlock(nnx.Module):
         y = self.bn2(self.conv2(self.bn1(self.conv1(x))))
         if self.drop_path is not None:
             y = self.drop_path(y)
-        return jax.nn.relu(y + _shortcut(x, self.downsample))
+        return jax.nn.relu(y + shortcut(x, self.downsample))
 
 
 class Bottleneck(nnx.Module):
@@ -70,7 +71,7 @@ class Bottleneck(nnx.Module):
         self.bn2 = BatchNorm2d(planes, act="relu")
         self.conv3 = Conv2d(planes, out_chs, 1, rngs=rngs)
         self.bn3 = BatchNorm2d(out_chs)
-        self.downsample = _downsample(in_chs, out_chs, stride, rngs)
+        self.downsample = downsample_conv(in_chs, out_chs, stride, rngs)
         self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
 
     def zero_init_last(self) -> None:
@@ -81,7 +82,7 @@ class Bottleneck(nnx.Module):
         y = self.bn3(self.conv3(y))
         if self.drop_path is not None:
             y = self.drop_path(y)
-        return jax.nn.relu(y + _shortcut(x, self.downsample))
+        return jax.nn.relu(y + shortcut(x, self.downsample))
 
 
 class ResNet(nnx.Module):

@@ -1,6 +1,6 @@
 """One training run's configuration, as code: a dataclass whose fields are also the command-line flags.
 
-The defaults are knifejax's recipe; `TrainConfig.study()` gives the study's (DESIGN: Adam 1e-4, per-step
+The defaults are knifejax's recipe; `TrainConfig.study()` gives the study's (Adam 1e-4, per-step
 cosine, batch 32, 224 px, 20 epochs, ImageNet normalisation, every parameter decayed — with weight decay 0,
 as the study had, that last choice changes nothing until a decay is set). Each field's `help` is what
 `python -m knifejax train --help` prints.

@@ -136,7 +136,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
     num_classes = cfg.num_classes or len(data.class_names)
     if is_main:
         run.write_classes(data.class_names)
-        (run.path / "data_report.json").write_text(json.dumps(data.report, indent=1) + "\n")
+        run.data_report.write_text(json.dumps(data.report, indent=1) + "\n")
 
     mesh = data_mesh()
     check_batch_size(cfg.batch_size, mesh)
