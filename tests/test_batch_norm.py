@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from knifejax.models.batch_norm import batch_norm_train
+from knifejax.ops.batch_norm import batch_norm_train
 
 
 def _plain(x, weight, bias, eps):

@@ -14,14 +14,17 @@ import jax
 from flax import nnx
 
 from knifejax.models import init
-from knifejax.models.layers import POOL_TYPES, BatchNorm2d, Conv2d, DropPath, Linear, head_forward, pool_feat_mult
-from knifejax.models.max_pool import max_pool
+from knifejax.models.layers import (
+    POOL_TYPES,
+    BatchNorm2d,
+    Conv2d,
+    DropPath,
+    Linear,
+    head_forward,
+    max_pool2d,
+    pool_feat_mult,
+)
 from knifejax.models.registry import register_model
-
-
-def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    """PyTorch MaxPool2d(kernel_size=3, stride=2, padding=1) on NHWC."""
-    return max_pool(x, 3, 2, ((1, 1), (1, 1)))
 
 
 def downsample_conv(in_chs: int, out_chs: int, stride: int, rngs: nnx.Rngs) -> nnx.List | None:
@@ -140,7 +143,7 @@ class ResNet(nnx.Module):
 
     def forward_features(self, x: jax.Array) -> jax.Array:
         """(B, H, W, 3) -> layer4's output (B, H/32, W/32, C), as timm's forward_features."""
-        x = max_pool_3x3_s2(self.bn1(self.conv1(x)))
+        x = max_pool2d(self.bn1(self.conv1(x)), 3, 2, 1)
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in layer:
                 x = block(x)
