@@ -11,6 +11,7 @@ import knifejax as kj
 from knifejax.explain import grad_cam
 from knifejax.explain.overlay import denormalize, overlay, plot_grid
 from knifejax.models.layers import Conv2d, Linear
+from tests.jitted import forward
 
 
 class _NegativeEvidence(nnx.Module):
@@ -95,7 +96,7 @@ def test_explain_images_batches_selects_and_writes(tmp_path):
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     x = (images / 255.0 - 0.5) / 0.25
     model.eval()
-    expected_pred = np.asarray(model(x.astype(np.float32))).argmax(-1)
+    expected_pred = np.asarray(forward(model, x.astype(np.float32))).argmax(-1)
     labels = np.array([expected_pred[0], (expected_pred[1] + 1) % 3, expected_pred[2], 0, 1])
 
     explained = explain_images(model, images, mean, std, labels, layer="layer3", batch_size=2)
