@@ -81,6 +81,7 @@ def stacked(runs, tmp_path_factory):
     return ensemble, out, calls, metrics
 
 
+@pytest.mark.slow
 def test_stacked_head_beats_chance_clearly(stacked):
     ensemble, out, calls, metrics = stacked
     assert ensemble.fit_info["images"] == CLASSES * 8  # the validation half of 16 images per class
@@ -90,6 +91,7 @@ def test_stacked_head_beats_chance_clearly(stacked):
     assert sorted(calls) == ["lite0", "lite0", "r18", "r18"]
 
 
+@pytest.mark.slow
 def test_features_equal_each_members_pre_logits(stacked, runs):
     ensemble, *_ = stacked
     outputs, labels, _ = ensemble.member_outputs(TEST)
@@ -106,6 +108,7 @@ def test_features_equal_each_members_pre_logits(stacked, runs):
         np.testing.assert_allclose(logits[:8], direct[1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_rebuild_reads_the_cached_features_without_running_a_model(stacked, runs, monkeypatch):
     ensemble, out, _, metrics = stacked
     cached = sorted((out / "features").glob("*.npy"))
@@ -121,6 +124,7 @@ def test_a_rebuild_reads_the_cached_features_without_running_a_model(stacked, ru
     assert [p.stat().st_mtime_ns for p in cached] == mtimes
 
 
+@pytest.mark.slow
 def test_save_then_load_gives_identical_predictions(stacked, runs):
     ensemble, out, _, _ = stacked
     spec = json.loads((out / "ensemble.json").read_text())
@@ -147,6 +151,7 @@ def test_members_with_other_class_names_are_refused(runs, tmp_path):
         build_ensemble([runs[0], other], log=lambda message: None)
 
 
+@pytest.mark.slow
 def test_cli_builds_and_evaluates_a_weighted_average(stacked, runs, tmp_path, capsys):
     _, stacked_dir, _, _ = stacked
     out = tmp_path / "average"

@@ -30,6 +30,8 @@ from knifejax.io import read_state_dict
 from knifejax.train.run import RunDir, load_run
 from knifejax.weights import timm_slots
 
+pytestmark = pytest.mark.slow  # every experiment script trains at the smoke preset
+
 TINY = "tiny_test_cnn"
 
 

@@ -88,6 +88,7 @@ def test_plot_grid_writes_a_png(tmp_path):
     assert Image.open(path).size[0] > 200
 
 
+@pytest.mark.slow
 def test_explain_images_batches_selects_and_writes(tmp_path):
     from knifejax.explain.batch import explain_images, write_explanations
 
@@ -116,6 +117,7 @@ def test_explain_images_batches_selects_and_writes(tmp_path):
         explain_images(model, images[:1], mean, std, layer="layer3").select("failed")
 
 
+@pytest.mark.slow
 def test_cli_draws_failed_predictions_of_labelled_data_and_plain_images(tmp_path):
     from PIL import Image
 

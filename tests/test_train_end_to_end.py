@@ -10,6 +10,8 @@ from knifejax.data import SyntheticKnives
 from knifejax.metrics import chance_map_at_k, evaluation_metrics
 from knifejax.train.steps import init_state, make_eval_step, make_train_step
 
+pytestmark = pytest.mark.slow  # a real fine-tune of Lite0
+
 CLASSES = 16
 CHANCE_MAP5 = chance_map_at_k(CLASSES, 5)  # ≈ 0.14: the true class uniformly ranked
 

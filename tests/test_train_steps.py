@@ -4,6 +4,7 @@ eager model, BatchNorm statistics advance, and eval uses running statistics."""
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 import knifejax as kj
@@ -16,6 +17,7 @@ def _batch(n=4, size=32, classes=5):
     return rng.standard_normal((n, size, size, 3), dtype=np.float32), rng.integers(0, classes, n)
 
 
+@pytest.mark.slow
 def test_one_sgd_step_equals_the_eager_gradient_step():
     x, y = _batch()
     eager = kj.create_model("resnet18", num_classes=5, seed=0)

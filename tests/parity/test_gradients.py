@@ -22,6 +22,8 @@ from knifejax.weights import timm_slots
 from tests.reference import nchw, reference_pair
 from tests.parity.comparison import relative_error, size_kwargs
 
+pytestmark = pytest.mark.slow  # float64 gradients of seven networks against torch, the largest file
+
 GRAD_TOLERANCE = 1e-6
 STAT_TOLERANCE = 1e-9
 
