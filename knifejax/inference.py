@@ -12,10 +12,10 @@ from knifejax.data.cache import DecodedImages, resize_square
 from knifejax.data.decode import load_rgb
 from knifejax.data.errors import DataError
 from knifejax.data.sources import IMAGE_EXTENSIONS, ImageFolderSource
-from knifejax.io.readers import read_state_dict
-from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.data.split import Split
+from knifejax.io.readers import read_state_dict
 from knifejax.metrics import evaluation_metrics
+from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.predict import predict
 from knifejax.train.run import image_size, load_run, normalization
 from knifejax.train.steps import TrainState, make_eval_step
