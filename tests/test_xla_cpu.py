@@ -1,4 +1,4 @@
-"""`import knifejax` leaves `XLA_FLAGS` alone; `knifejax.apply_xla_cpu_flags()` sets XLA:CPU's convolutions and
+"""`import knifejax` (and drawing its figures) leaves `XLA_FLAGS` and matplotlib's backend alone; `knifejax.apply_xla_cpu_flags()` sets XLA:CPU's convolutions and
 matrix products to Eigen, leaves a user's own setting alone, and warns when it comes too late to apply."""
 
 import os
@@ -15,13 +15,20 @@ def run(code: str, xla_flags: str | None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True, check=True)
 
 
-def test_import_changes_neither_xla_flags_nor_the_matplotlib_backend_nor_starts_jax():
+def test_import_and_figures_change_neither_xla_flags_nor_the_matplotlib_backend_nor_start_jax():
     code = (
-        "import matplotlib; matplotlib.use('svg'); import os; import knifejax; "
-        "from jax._src import xla_bridge; "
-        "print(matplotlib.get_backend(), os.environ.get('XLA_FLAGS'), xla_bridge.backends_are_initialized())"
+        "import matplotlib; matplotlib.use('svg'); import os, sys, tempfile; import numpy as np; import knifejax\n"
+        "from jax._src import xla_bridge\n"
+        "from knifejax.explain.overlay import plot_grid\n"
+        "from knifejax.plots import plot_training_curves\n"
+        "started = xla_bridge.backends_are_initialized()\n"
+        "out = tempfile.mkdtemp()\n"
+        "plot_grid([np.zeros((8, 8, 3), np.uint8)], [np.zeros((8, 8))], ['x'], out + '/grid.png')\n"
+        "line = dict(epoch=0, train_loss=1.0, val_loss=1.0, **{'val_map@5': 0.5, 'val_map@1': 0.3, 'train_map@5': 0.4})\n"
+        "plot_training_curves([line], out + '/curves.png')\n"
+        "print(matplotlib.get_backend(), os.environ.get('XLA_FLAGS'), started, 'matplotlib.pyplot' in sys.modules)"
     )
-    assert run(code, None).stdout.split() == ["svg", "None", "False"]
+    assert run(code, None).stdout.split() == ["svg", "None", "False", "False"]
 
 
 def test_the_call_adds_the_flag_to_the_users_flags_and_leaves_a_user_setting_alone():
