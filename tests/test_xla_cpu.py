@@ -1,9 +1,12 @@
-"""`import knifejax` (and drawing its figures) leaves `XLA_FLAGS` and matplotlib's backend alone; `knifejax.apply_xla_cpu_flags()` sets XLA:CPU's convolutions and
-matrix products to Eigen, leaves a user's own setting alone, and warns when it comes too late to apply."""
+"""`import knifejax` (and drawing its figures) leaves `XLA_FLAGS` and matplotlib's backend alone;
+`knifejax.apply_xla_cpu_flags()` sets XLA:CPU's convolutions and matrix products to Eigen, leaves a user's own
+setting alone, and warns when it comes too late to apply."""
 
 import os
 import subprocess
 import sys
+
+import pytest
 
 from knifejax.xla_cpu import EIGEN_CONVOLUTIONS_AND_DOTS, FLAG
 
@@ -31,6 +34,7 @@ def test_import_and_figures_change_neither_xla_flags_nor_the_matplotlib_backend_
     assert run(code, None).stdout.split() == ["svg", "None", "False", "False"]
 
 
+@pytest.mark.slow
 def test_the_call_adds_the_flag_to_the_users_flags_and_leaves_a_user_setting_alone():
     code = (
         "import os, knifejax, jax; knifejax.apply_xla_cpu_flags(); jax.numpy.ones(1).block_until_ready(); "
@@ -42,6 +46,7 @@ def test_the_call_adds_the_flag_to_the_users_flags_and_leaves_a_user_setting_alo
     assert run(code, own).stdout.strip() == own
 
 
+@pytest.mark.slow
 def test_the_call_after_the_cpu_backend_started_warns_and_changes_nothing():
     code = (
         "import os, jax, knifejax; jax.numpy.ones(1).block_until_ready(); knifejax.apply_xla_cpu_flags(); "

@@ -13,6 +13,8 @@ from tests.jitted import eval_outputs
 from tests.parity.comparison import channels_last, relative_error, size_kwargs
 from tests.reference import nchw, reference_pair
 
+pytestmark = pytest.mark.slow  # every family at several sizes against timm
+
 TOLERANCE = 1e-4
 
 # (name, input height, input width): every family at 64 px and at sizes where 'SAME' padding is asymmetric

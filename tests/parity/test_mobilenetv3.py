@@ -11,6 +11,8 @@ from tests.jitted import eval_outputs
 from tests.parity.comparison import relative_error
 from tests.reference import nchw, reference_pair
 
+pytestmark = pytest.mark.slow  # two MobileNetV3 heads against timm
+
 
 @pytest.mark.parametrize("name,pool", [("mobilenetv3_small_100", "catavgmax"), ("tf_mobilenetv3_small_100", "max")])
 def test_pooling_variants_and_widths_equal_timm(timm, name, pool):

@@ -80,6 +80,7 @@ RESIZES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,saved,loaded", RESIZES)
 def test_checkpoint_for_another_size_loads_as_timm_resizes_it(timm, tmp_path, name, saved, loaded):
     path = tmp_path / "vit.safetensors"
@@ -103,6 +104,7 @@ def test_checkpoint_for_another_size_loads_as_timm_resizes_it(timm, tmp_path, na
     assert relative_error(model(x), t_logits) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_patch_size_change_resamples_kernel_and_grid_as_timm(timm, tmp_path):
     path = tmp_path / "s16.safetensors"
     source = _random_checkpoint(timm, "vit_small_patch16_224", path, img_size=64, num_classes=0)  # 4x4 grid
@@ -163,6 +165,7 @@ def test_tag_configuration_and_classifier_equal_timm(timm, tag):
     assert model.img_size == reference.patch_embed.img_size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("global_pool", ["avg", "avgmax", "max", ""])
 def test_pooling_variants_equal_timm(timm, global_pool):
     reference, model = reference_pair(timm, "vit_tiny_patch16_224", num_classes=10, img_size=(32, 48),
@@ -183,6 +186,7 @@ def test_pooling_variants_equal_timm(timm, global_pool):
         assert relative_error(ours, theirs.numpy()) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_without_classifier_returns_pooled_features_and_wrong_size_is_refused(timm):
     reference, model = reference_pair(timm, "vit_tiny_patch16_224", num_classes=0, img_size=32)
     assert model.head is None and model.num_features == 192
@@ -200,6 +204,7 @@ def test_without_classifier_returns_pooled_features_and_wrong_size_is_refused(ti
         kj.create_model("vit_tiny_patch16_224", global_pool="map")
 
 
+@pytest.mark.slow
 def test_stochastic_depth_is_timm_s_schedule_random_in_training_and_off_in_eval(timm):
     reference, model = reference_pair(timm, "vit_tiny_patch16_224", num_classes=4, img_size=32, drop_path_rate=0.3)
     assert model.blocks[0].drop_path1 is None

@@ -25,6 +25,7 @@ def test_parameter_count_equals_timm(timm, name):
     assert ours == sum(p.numel() for p in reference.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["resnet18", "tf_efficientnet_lite0", "mobilenetv3_small_100", "skresnet18", "vit_tiny_patch16_224"]
 )
@@ -45,6 +46,7 @@ def test_saved_weights_load_strictly_into_timm_with_equal_logits(timm, tmp_path,
     assert relative_error(forward(model, x), expected) <= 1e-4
 
 
+@pytest.mark.slow
 def test_lite0_imagenet_weights_offline_call_chelsea_an_egyptian_cat():
     from skimage import data
 
