@@ -9,8 +9,7 @@ The work is the same in every framework: `knifejax.create_model(name, num_classe
 drawn from a fixed seed (NHWC for JAX, the same numbers NCHW for torch) with labels in [0, 192); softmax
 cross-entropy; Adam, lr 1e-4. Train mode is a forward, backward and Adam update per step, infer mode an
 eval-mode forward. knifejax runs its own steps from `knifejax.train.steps`: the donated train step, and the
-eval step that `knifejax.inference.Predictor` scores with (it also computes the loss and MAP@k, a negligible
-extra). torch runs the timm model eagerly and, as a third framework, through `torch.compile`.
+eval step that `knifejax.inference.Predictor` scores with. torch runs the timm model eagerly and, as a third framework, through `torch.compile`.
 
 Each framework runs in a child process of its own (this module again, with --child, importing only that
 framework), never two at once, and the parent alternates them over R rounds (knifejax, torch, torch.compile,
@@ -113,11 +112,11 @@ def knifejax_step(args):
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         state = TrainState(params, rest, None, None)
         jitted = make_eval_step(graphdef, precision=args.precision)
-    first_inputs = (state, x, y)
+    first_inputs = (state, x, y) if args.mode == "train" else (state, x)
 
     def step():
         nonlocal state
-        out = jitted(state, x, y)
+        out = jitted(state, x, y) if args.mode == "train" else jitted(state, x)
         if args.mode == "train":
             state = out[0]
         jax.block_until_ready(out)
@@ -145,7 +144,7 @@ def run_knifejax(args) -> dict:
         "peak_mem_bytes": device.memory_stats()["peak_bytes_in_use"] if args.device == "gpu" else max_rss_bytes(),
         "flops_per_step": float(cost["flops"]) if "flops" in cost else None,
         "device_name": device.device_kind if args.device == "gpu" else cpu_name(),
-        # XLA_FLAGS with the flag `import knifejax` adds on CPU; LD_PRELOAD names a replacement allocator if any
+        # XLA_FLAGS with the flag `benchmarks` adds on CPU (knifejax.apply_xla_cpu_flags); LD_PRELOAD names a replacement allocator if any
         "setup": {"xla_flags": os.environ.get("XLA_FLAGS"), "ld_preload": os.environ.get("LD_PRELOAD")},
     }
 
@@ -154,7 +153,7 @@ def run_torch(args, compile_model: bool) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from knifejax.reference import import_timm, nchw
+    from tests.reference import import_timm, nchw
 
     timm = import_timm()
     torch.set_num_threads(os.cpu_count())

@@ -17,7 +17,7 @@ import torch
 from flax import nnx
 
 import knifejax as kj
-from knifejax.reference import import_timm, nchw, reference_pair
+from tests.reference import import_timm, nchw, reference_pair
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera")
 PARITY_MODELS = (
@@ -73,6 +73,7 @@ def parity_summary(timm) -> None:
 
 
 def main() -> None:
+    kj.apply_xla_cpu_flags()  # on a CPU, Eigen convolutions: call before the first JAX computation
     timm = import_timm()
     torch.set_flush_denormal(True)
     classify_photos(timm)

@@ -9,3 +9,9 @@ With no arguments each runs the `quick` preset on the embedded synthetic knives 
 `--preset study --data train.csv --val-data test.csv --root DIR` runs the study's own settings. Every script
 takes `--help`. This package runs from the repository root; it is not part of the installed `knifejax`.
 """
+
+from knifejax.xla_cpu import apply_xla_cpu_flags
+
+# Every experiment runs as `python -m experiments.<name>`, which imports this package first: the XLA:CPU setting
+# is applied here, before any script's first JAX computation.
+apply_xla_cpu_flags()

@@ -26,7 +26,7 @@ from experiments.members import run_members, write_results
 from experiments.presets import PRESETS
 from knifejax.ensemble import StackerConfig, average_scores, build_ensemble, load_member
 from knifejax import study
-from knifejax.metrics import reciprocal_ranks
+from knifejax.metrics import chance_map_at_k, ranking_metrics, standard_errors
 from knifejax.models.registry import split_model_name
 from knifejax.plots import plot_ensemble_comparison
 
@@ -60,12 +60,8 @@ def methods(has_test: bool) -> dict[str, dict]:
 
 def _scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     """MAP@1 and MAP@5 with their standard errors over the images."""
-    out = {}
-    for k in (1, 5):
-        terms = np.asarray(reciprocal_ranks(probabilities, labels, min(k, probabilities.shape[1])))
-        out[f"map@{k}"] = float(terms.mean())
-        out[f"map@{k}_se"] = float(terms.std(ddof=1) / np.sqrt(len(terms))) if len(terms) > 1 else 0.0
-    return out
+    ranked = ranking_metrics(probabilities, labels)
+    return {"map@1": float(ranked["map@1"]), "map@5": float(ranked["map@5"])} | standard_errors(probabilities, labels)
 
 
 def ensemble_seed(member_runs: list[dict], out: Path, log) -> dict:
@@ -160,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
                              stacker=STUDY_STACKER.to_json(), per_seed=per_seed, rows=summarise(per_seed))
     table = write_table(document, out / "table.md")
     classes = len(json.loads((Path(members["runs"][0]["run_dir"]) / "classes.json").read_text()))
-    chance = {"map@1": 1 / classes, "map@5": sum(1 / r for r in range(1, min(5, classes) + 1)) / classes}
+    chance = {"map@1": chance_map_at_k(classes, 1), "map@5": chance_map_at_k(classes, 5)}
     spread = "± s.e. over test images" if args.seeds == 1 else f"mean ± std of {args.seeds} seeds"
     figure = out / "fig8_ensembles.png"
     plot_ensemble_comparison(document["rows"], figure, title=f"{EXPERIMENT.title} ({spread})", chance=chance)

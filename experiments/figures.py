@@ -11,18 +11,17 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps, ticker
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.presets import format_lr  # noqa: E402
-from experiments.tables import by_setting  # noqa: E402
+from experiments.presets import format_lr
+from experiments.tables import by_setting
+from knifejax.metrics import chance_map_at_k
+from knifejax.plots import save_figure
 
 Style = Callable[[str, dict], dict]  # (label, overrides) -> matplotlib line keywords
-COLOURS = plt.get_cmap("tab10").colors
+COLOURS = colormaps["tab10"].colors
 MARKERS = "osD^vP*Xh<>"
 
 
@@ -34,22 +33,19 @@ def _series(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.arange(1, length + 1), values.mean(axis=0), std
 
 
-def _chance_map5(document: dict) -> float | None:
-    """MAP@5 of a uniformly random ranking: (1 + 1/2 + ... + 1/k) / classes, k = min(5, classes)."""
+def chance_map5(document: dict) -> float | None:
+    """MAP@5 of a uniformly random ranking over the classes of the first run that lists them."""
     for run in document["runs"]:
         classes = Path(run["run_dir"]) / "classes.json"
         if classes.exists():
-            n = len(json.loads(classes.read_text()))
-            return sum(1 / r for r in range(1, min(5, n) + 1)) / n
+            return chance_map_at_k(len(json.loads(classes.read_text())), 5)
     return None
 
 
 def _save(fig, path: Path, title: str) -> Path:
-    """Title the figure, write it as a PNG and free it."""
+    """Title the figure and write it as a PNG."""
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def log_axis(ax) -> None:
@@ -100,8 +96,8 @@ def curves(filename: str, title: str | None = None, style=None) -> Callable[[dic
         groups = by_setting(document)
         labels = list(groups)
         line_style = style(labels, document["settings"]) if style else default_style(labels)
-        fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(11 if len(labels) <= 6 else 12.5, 4.4),
-                                              constrained_layout=True)  # fmt: skip
+        fig = Figure(figsize=(11 if len(labels) <= 6 else 12.5, 4.4), layout="constrained")
+        ax_loss, ax_map = fig.subplots(1, 2)
         top = 0.0
         for label, runs in groups.items():
             kw = line_style(label, document["settings"][label]["overrides"])
@@ -114,7 +110,7 @@ def curves(filename: str, title: str | None = None, style=None) -> Callable[[dic
                     top = max(top, float(np.nanmax(mean + std)))
         ax_loss.set(xlabel="epoch", ylabel="training cross-entropy (log scale)", title="Loss")
         log_axis(ax_loss)
-        chance = _chance_map5(document)
+        chance = chance_map5(document)
         if chance is not None:
             ax_map.axhline(chance, color="grey", linestyle=":", linewidth=1.2, label="chance")
         ax_map.set(xlabel="epoch", ylabel="validation MAP@5", title="MAP@5", ylim=(0, min(1.0, 1.1 * top + 0.03)))
@@ -148,7 +144,8 @@ def lr_schedules(filename: str, t_max_periodic: int = 20) -> Callable[[dict, Pat
         history = runs[0]["history"]
         total, per_epoch = history[-1]["step"], history[0]["step"]
         steps = np.arange(total)
-        fig, ax = plt.subplots(figsize=(8, 4.2), constrained_layout=True)
+        fig = Figure(figsize=(8, 4.2), layout="constrained")
+        ax = fig.subplots()
         curves_ = (
             ("constant", make_schedule(base, "constant"), "-"),
             ("cosine (T_max = whole run, per step)", make_schedule(base, "cosine", total_steps=total), "-"),
@@ -170,10 +167,7 @@ def lr_schedules(filename: str, t_max_periodic: int = 20) -> Callable[[dict, Pat
                title=f"Learning rate per step, base rate {base:g}")  # fmt: skip
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
-        path = out / filename
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, out / filename)
 
     return draw
 
@@ -188,7 +182,8 @@ def final_bars(filename: str, x_key: str, series_key: str, title: str | None = N
         xs = list(dict.fromkeys(settings[label]["overrides"][x_key] for label in groups))
         series = list(dict.fromkeys(settings[label]["overrides"][series_key] for label in groups))
         width = 0.8 / len(series)
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        axes = fig.subplots(1, 2)
         for ax, key, name in ((axes[0], "train_loss", "final training loss (log scale)"),
                               (axes[1], "val_map@5", "final validation MAP@5")):  # fmt: skip
             for j, value in enumerate(series):

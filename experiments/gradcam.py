@@ -16,17 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments import compare_architectures, runner  # noqa: E402
-from experiments.members import run_members, write_results  # noqa: E402
-from knifejax.ensemble import load_member  # noqa: E402
-from knifejax.explain.batch import Explanations, explain_images, write_explanations  # noqa: E402
-from knifejax.explain.overlay import overlay  # noqa: E402
-from knifejax.train.data_setup import prepare_data  # noqa: E402
+from experiments import compare_architectures, runner
+from experiments.members import run_members, write_results
+from knifejax.ensemble import load_member
+from knifejax.explain.batch import Explanations, explain_images, write_explanations
+from knifejax.explain.overlay import overlay
+from knifejax.plots import save_figure
+from knifejax.train.data_setup import prepare_data
 
 PER_KIND = 3  # images of each kind (correct, failed) per architecture in the figure
 
@@ -66,7 +64,8 @@ def _short(name: str, width: int = 22) -> str:
 def draw(explained: list[tuple[Explanations, list[str], dict]], path: Path, title: str) -> Path:
     """One row per architecture: its correct predictions, then its failed ones, each as a Grad-CAM overlay."""
     rows, columns = len(explained), 2 * PER_KIND
-    fig, axes = plt.subplots(rows, columns, figsize=(1.75 * columns + 1.6, 2.05 * rows + 0.6), squeeze=False)
+    fig = Figure(figsize=(1.75 * columns + 1.6, 2.05 * rows + 0.6))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for r, (ex, names, summary) in enumerate(explained):
         for c in range(columns):
             ax, which = axes[r, c], "correct" if c < PER_KIND else "failed"
@@ -89,9 +88,7 @@ def draw(explained: list[tuple[Explanations, list[str], dict]], path: Path, titl
         axes[0, c].annotate(which, (0, 1.35), xycoords="axes fraction", fontsize=9, fontweight="bold")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)  # 64-px images: a higher resolution only adds bytes
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)  # 64-px images: a higher resolution only adds bytes
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 from knifejax.atomic_write import write_bytes_atomically, write_text_atomically
 from knifejax.errors import CommandParser, ConfigError, reported_errors
 
-from experiments.figures import _chance_map5
+from experiments.figures import chance_map5
 from experiments.runner import default_out
 from experiments.tables import by_setting
 
@@ -28,7 +28,7 @@ def table(document: dict) -> str:
     """The final validation and test MAP@5 of each setting, one column per learning rate."""
     groups = by_setting(document)
     rates = [label.removeprefix("lr=") for label in groups]
-    chance = _chance_map5(document)
+    chance = chance_map5(document)
 
     def row(name: str, value) -> str:
         cells = [f"{statistics.mean(value(r) for r in runs):.3f}" for runs in groups.values()]

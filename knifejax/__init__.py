@@ -1,9 +1,5 @@
 """knifejax: fine-grained image classification in JAX with timm-equal Flax NNX models."""
 
-from knifejax.xla_cpu import apply_cpu_flags
-
-apply_cpu_flags()  # before anything can start JAX's CPU backend (knifejax.xla_cpu says why)
-
 from knifejax.ensemble import Ensemble, StackerConfig, average_scores, build_ensemble, load_ensemble
 from knifejax.explain import grad_cam
 from knifejax.io import CheckpointError, open_state_dict, read_state_dict
@@ -22,6 +18,7 @@ from knifejax.weights import (
     save_timm_weights,
     timm_state_dict,
 )
+from knifejax.xla_cpu import apply_xla_cpu_flags
 
 __all__ = [
     "CheckpointError",
@@ -31,6 +28,7 @@ __all__ = [
     "StackerConfig",
     "TrainConfig",
     "WeightMismatchError",
+    "apply_xla_cpu_flags",
     "average_scores",
     "build_ensemble",
     "create_model",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,14 @@ from knifejax.data.cache import DecodedImages, resize_square
 from knifejax.data.decode import DEFAULT_MAX_PIXELS, load_rgb
 from knifejax.data.errors import DataError
 from knifejax.data.sources import IMAGE_EXTENSIONS, ImageFolderSource
+from knifejax.data.split import Split
 from knifejax.data.validate import problems_error
 from knifejax.io.errors import CheckpointError
 from knifejax.io.readers import open_state_dict
+from knifejax.metrics import evaluation_metrics
 from knifejax.models.registry import create_model, get_pretrained_cfg
-from knifejax.train.data_setup import Split
-from knifejax.train.loop import metrics_from_logits, predict_logits
+from knifejax.predict import predict
 from knifejax.train.run import image_size, load_run, normalization
-from knifejax.train.sharding import data_mesh
 from knifejax.train.steps import TrainState, make_eval_step
 from knifejax.weights import load_timm_weights
 
@@ -35,7 +36,6 @@ class Predictor:
         self.class_names = list(class_names)
         self.size = size
         self.batch_size = batch_size
-        self.mesh = data_mesh()
         self.eval_step = make_eval_step(self.graphdef, normalize=(mean, std))
 
     @classmethod
@@ -74,11 +74,12 @@ class Predictor:
         return cls(model, class_names, size or int(model.pretrained_cfg["input_size"][-1]), mean, std, batch_size)
 
     def logits(self, data: DecodedImages) -> np.ndarray:
-        return predict_logits(self.eval_step, self.state, Split(data, np.arange(len(data))), self.batch_size, self.mesh)
+        """float32 logits (N, classes) of every image of `data`, in order."""
+        return predict(partial(self.eval_step, self.state), Split.whole(data), self.batch_size)
 
     def evaluate(self, data: DecodedImages) -> dict[str, float]:
         """Loss, MAP@1, MAP@5 and acc@5 over every image of `data`."""
-        return metrics_from_logits(self.logits(data), data.labels)
+        return evaluation_metrics(self.logits(data), data.labels)
 
     def load_images(self, paths: list[Path], max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImages:
         """Decode and resize image files; one DataError lists every file that cannot be read."""

@@ -1,4 +1,6 @@
-"""Ranking metrics of the knife study: MAP@k (its headline number) and top-k accuracy.
+"""Ranking metrics of the knife study: MAP@k (its headline number) and top-k accuracy; the metrics every
+evaluation reports (`ranking_metrics`, and `evaluation_metrics` with the loss), their standard errors, and
+MAP@k by chance.
 
 Both rank `scores` (N, C) per sample, so logits and softmax probabilities give the same result (softmax is
 monotonic). Prefer logits: softmax can underflow distinct small logits to equal probabilities, creating ties
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
 Array = jax.Array
 
@@ -63,3 +67,38 @@ def top_k_accuracy(scores: Array, labels: Array, k: int = 1) -> Array:
     scores, labels = jnp.asarray(scores), jnp.asarray(labels)
     _check_inputs(scores, labels, k)
     return jnp.mean(jnp.any(_top_k_hits(scores, labels, k), axis=1).astype(jnp.float32))
+
+
+def ranking_metrics(scores: Array, labels: Array) -> dict[str, Array]:
+    """MAP@1, MAP@5 and top-5 accuracy of (N, C) scores, as float32 scalars (jit-able); with fewer than five
+    classes, "map@5" and "acc@5" rank all C."""
+    k = min(5, scores.shape[-1])
+    return {
+        "map@1": map_at_k(scores, labels, k=1),
+        "map@5": map_at_k(scores, labels, k=k),
+        "acc@5": top_k_accuracy(scores, labels, k=k),
+    }
+
+
+def evaluation_metrics(logits: Array, labels: Array) -> dict[str, float]:
+    """Cross-entropy loss, MAP@1, MAP@5 and top-5 accuracy over a whole evaluation set (not a mean of batch
+    means): what training's validation, `Predictor.evaluate` and ensembles report."""
+    logits, labels = jnp.asarray(logits, jnp.float32), jnp.asarray(labels)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return {"loss": float(loss)} | {name: float(value) for name, value in ranking_metrics(logits, labels).items()}
+
+
+def standard_errors(scores: Array, labels: Array) -> dict[str, float]:
+    """Standard errors of MAP@1 and MAP@5 (k as `ranking_metrics` takes it) over the samples: the spread of
+    their per-sample terms / sqrt(N), how much the scores would move on another sample of the same kind."""
+    out = {}
+    for name, k in (("map@1", 1), ("map@5", min(5, np.shape(scores)[-1]))):
+        terms = np.asarray(reciprocal_ranks(scores, labels, k), np.float64)
+        out[f"{name}_se"] = float(terms.std(ddof=1) / np.sqrt(len(terms))) if len(terms) > 1 else 0.0
+    return out
+
+
+def chance_map_at_k(num_classes: int, k: int = 5) -> float:
+    """MAP@k of a uniformly random ranking of `num_classes` classes: (1 + 1/2 + ... + 1/k') / num_classes,
+    k' = min(k, num_classes)."""
+    return sum(1 / rank for rank in range(1, min(k, num_classes) + 1)) / num_classes

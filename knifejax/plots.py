@@ -1,20 +1,33 @@
-"""Figures in the study's style: loss on a log scale and MAP@5, per epoch."""
+"""Figures in the study's style: loss on a log scale and MAP@5, per epoch; and `save_figure`, which every
+figure of knifejax and its experiments is written with.
+
+Figures are `matplotlib.figure.Figure` objects, drawn and saved without pyplot: no backend is chosen and no
+global figure list is touched, so a notebook or application importing knifejax keeps its own.
+"""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write `fig` to `path` (format from its suffix) under a temporary name, then rename it into place."""
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    fig.savefig(partial, dpi=dpi)
+    os.replace(partial, path)
+    return path
 
 
 def plot_training_curves(history: list[dict], path: str | Path, title: str | None = None) -> None:
     """Two panels from a run's metrics lines: train/validation loss (log scale) and validation MAP@1/MAP@5."""
     epochs = [h["epoch"] + 1 for h in history]
-    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_loss, ax_map = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="Loss")
@@ -27,8 +40,7 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str | Non
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_ensemble_comparison(
@@ -44,7 +56,8 @@ def plot_ensemble_comparison(
 
     x = np.arange(len(rows))
     width = 0.38
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.25 * len(rows) + 1.5), 4.4), constrained_layout=True)
+    fig = Figure(figsize=(max(6.0, 1.25 * len(rows) + 1.5), 4.4), layout="constrained")
+    ax = fig.subplots()
     for offset, key, colour in ((-width / 2, "map@1", "#4c72b0"), (width / 2, "map@5", "#dd8452")):
         values = [r[key] for r in rows]
         errors = [r.get(f"{key}_se", 0.0) for r in rows]
@@ -67,5 +80,4 @@ def plot_ensemble_comparison(
     ax.legend(loc="upper left", fontsize=8, ncol=2)
     if title:
         ax.set_title(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

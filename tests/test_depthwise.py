@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from knifejax.models.depthwise import depthwise_conv, explicit_pads
+from knifejax.ops.depthwise import depthwise_conv
+from knifejax.ops.windows import explicit_pads
 
 
 def _grouped(x, w, stride, pads):

@@ -20,12 +20,13 @@ from knifejax.cli import main as cli_main
 from knifejax.data import SyntheticKnives
 from knifejax.ensemble import DataSpec, EnsembleError, average_scores, build_ensemble, load_ensemble
 from knifejax.ensemble import features as features_module
+from knifejax.metrics import chance_map_at_k, ranking_metrics
 from knifejax.train.run import load_run
 from tests.run_dirs import write_untrained_run
 
 CLASSES = 8
 TEST = DataSpec("synthetic", synthetic_per_class=40)  # the synthetic test split: 10 images per class
-CHANCE_MAP1 = 1 / CLASSES
+CHANCE_MAP1, CHANCE_MAP5 = chance_map_at_k(CLASSES, 1), chance_map_at_k(CLASSES, 5)
 
 
 def _softmax(z):
@@ -80,15 +81,17 @@ def stacked(runs, tmp_path_factory):
     return ensemble, out, calls, metrics
 
 
+@pytest.mark.slow
 def test_stacked_head_beats_chance_clearly(stacked):
     ensemble, out, calls, metrics = stacked
     assert ensemble.fit_info["images"] == CLASSES * 8  # the validation half of 16 images per class
     assert metrics["map@1"] > 2.5 * CHANCE_MAP1, metrics
-    assert metrics["map@5"] > 0.45, metrics  # chance: 0.29
+    assert metrics["map@5"] > 1.5 * CHANCE_MAP5, metrics
     # each member ran once on the fitting images and once on the test images, nothing more
     assert sorted(calls) == ["lite0", "lite0", "r18", "r18"]
 
 
+@pytest.mark.slow
 def test_features_equal_each_members_pre_logits(stacked, runs):
     ensemble, *_ = stacked
     outputs, labels, _ = ensemble.member_outputs(TEST)
@@ -105,6 +108,7 @@ def test_features_equal_each_members_pre_logits(stacked, runs):
         np.testing.assert_allclose(logits[:8], direct[1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_rebuild_reads_the_cached_features_without_running_a_model(stacked, runs, monkeypatch):
     ensemble, out, _, metrics = stacked
     cached = sorted((out / "features").glob("*.npy"))
@@ -120,6 +124,7 @@ def test_a_rebuild_reads_the_cached_features_without_running_a_model(stacked, ru
     assert [p.stat().st_mtime_ns for p in cached] == mtimes
 
 
+@pytest.mark.slow
 def test_save_then_load_gives_identical_predictions(stacked, runs):
     ensemble, out, _, _ = stacked
     spec = json.loads((out / "ensemble.json").read_text())
@@ -146,6 +151,7 @@ def test_members_with_other_class_names_are_refused(runs, tmp_path):
         build_ensemble([runs[0], other], log=lambda message: None)
 
 
+@pytest.mark.slow
 def test_cli_builds_and_evaluates_a_weighted_average(stacked, runs, tmp_path, capsys):
     _, stacked_dir, _, _ = stacked
     out = tmp_path / "average"
@@ -165,6 +171,6 @@ def test_cli_builds_and_evaluates_a_weighted_average(stacked, runs, tmp_path, ca
     by_hand = 0.25 * _softmax(outputs[0][1]) + 0.75 * _softmax(outputs[1][1])
     np.testing.assert_allclose(loaded.predict_proba(TEST), by_hand, rtol=1e-5, atol=1e-7)
     for row, scores in zip(table, [outputs[0][1], outputs[1][1], by_hand]):
-        expected = kj.ensemble.ranking_metrics(scores, labels)
+        expected = ranking_metrics(scores, labels)
         np.testing.assert_allclose(row, [expected["map@1"], expected["map@5"], expected["acc@5"]], atol=6e-5)
     assert (out / "ensemble.json").exists() and not (out / "stacker").exists()

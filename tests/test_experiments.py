@@ -33,6 +33,8 @@ from knifejax.train.run import RunDir, load_run
 from knifejax.weights import timm_slots
 from tests.cli_errors import refused
 
+pytestmark = pytest.mark.slow  # every experiment script trains at the smoke preset
+
 TINY = "tiny_test_cnn"
 
 
@@ -80,16 +82,17 @@ def tiny_model():
         yield
 
 
-@pytest.fixture()
-def tiny_architectures(monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_architectures():
     """Every architecture the comparison scripts name builds a tiny CNN (keeping its own pretrained
     configuration: input size, normalisation), so that their smoke runs take seconds; the real architectures
     train in their own tests."""
     names = {kw["model"].split(".")[0] for module in (compare_architectures, compare_vit)
              for preset in ("smoke", "study") for kw in module.EXPERIMENT.settings(runner.PRESETS[preset]).values()}  # fmt: skip
-    for name in names:
-        monkeypatch.setitem(registry._BUILDERS, name, tiny)
-    return names
+    with pytest.MonkeyPatch.context() as mp:
+        for name in names:
+            mp.setitem(registry._BUILDERS, name, tiny)
+        yield names
 
 
 @pytest.fixture(scope="module")
@@ -409,7 +412,7 @@ def test_transfer_modes_smoke_freezes_the_first_stages(root, tiny_weights):
     assert summaries[labels[1]]["trainable_parameters"] == summaries[labels[1]]["parameters"]
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def architectures(root, tiny_architectures, tiny_weights) -> dict:
     return compare_architectures.main(["--out", str(root / "compare_architectures-smoke"),
                                        "--weights-dir", str(tiny_weights), *smoke_files(root)])  # fmt: skip
@@ -451,10 +454,16 @@ def test_compare_vit_smoke_builds_each_vit_for_its_input_size(root, tiny_archite
     assert [o["image_size"] for o in study.values()] == [384, 224, 224]
 
 
-def test_ensemble_and_gradcam_smoke_reuse_the_architecture_runs(architectures, root, tiny_weights):
+@pytest.fixture(scope="module")
+def ensembled(architectures, root, tiny_weights) -> tuple[dict, dict]:
+    """The ensemble and Grad-CAM experiments' documents, both over the architecture comparison's runs."""
     flags = ["--members", str(root / "compare_architectures-smoke"), "--weights-dir", str(tiny_weights),
              *smoke_files(root)]  # fmt: skip
-    document = ensemble.main(["--out", str(root / "ensemble-smoke"), *flags])
+    return ensemble.main(["--out", str(root / "ensemble-smoke"), *flags]), gradcam.main(["--out", str(root / "gradcam-smoke"), *flags])
+
+
+def test_ensemble_and_gradcam_smoke_reuse_the_architecture_runs(ensembled, architectures, root):
+    document, explained = ensembled
     assert {r["status"] for r in json.loads((root / "compare_architectures-smoke" / "results.json").read_text())["runs"]} == {
         "finished before"}
     names = [r["name"] for r in document["rows"]]
@@ -469,7 +478,6 @@ def test_ensemble_and_gradcam_smoke_reuse_the_architecture_runs(architectures, r
     assert "| ResNet-18, from scratch | " in table and "| 0.609 |" in table  # the study's ResNet-18 member (Table 4)
     assert (root / "ensemble-smoke" / "fig8_ensembles.png").stat().st_size > 10_000
 
-    explained = gradcam.main(["--out", str(root / "gradcam-smoke"), *flags])
     assert [r["setting"] for r in explained["runs"]] == list(members)
     for run in explained["runs"]:
         assert run["layer"] == "convs.2" and run["correct"] + run["failed"] == run["images"] == 8
@@ -477,12 +485,13 @@ def test_ensemble_and_gradcam_smoke_reuse_the_architecture_runs(architectures, r
     assert (root / "gradcam-smoke" / "fig9_gradcam.png").stat().st_size > 10_000
 
 
-def test_report_collects_every_experiment(root, tmp_path):
-    """Every experiment folder the tests above wrote gets its section, the others are listed as missing."""
+def test_report_collects_every_experiment(lr_sweep, ensembled, root, tmp_path):
+    """Every experiment folder in the runs' root gets its section (those of the fixtures this test asks for, and
+    any other test's that ran before), the others are listed as missing."""
     page = report.main(["--preset", "smoke", "--runs", str(root), "--out", str(tmp_path / "results.md")])
     text = page.read_text()
     present = [name for name in report.ORDER if (root / f"{name}-smoke" / "table.md").exists()]
-    assert {"compare_architectures", "ensemble", "gradcam"} <= set(present)
+    assert {"sweep_lr", "compare_architectures", "ensemble", "gradcam"} <= set(present)
     assert text.count("**Finding.**") == len(present)
     assert "**The study's epoch-7 reading (Fig. 1).** lr=1e-4 after epoch 7" in text
     assert "n/a: the run has 2 epochs" in text

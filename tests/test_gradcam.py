@@ -12,6 +12,7 @@ from knifejax.explain import grad_cam
 from knifejax.explain.overlay import denormalize, overlay, plot_grid
 from knifejax.models.layers import Conv2d, Linear
 from tests.cli_errors import refused
+from tests.jitted import forward
 
 
 class _NegativeEvidence(nnx.Module):
@@ -88,6 +89,7 @@ def test_plot_grid_writes_a_png(tmp_path):
     assert Image.open(path).size[0] > 200
 
 
+@pytest.mark.slow
 def test_explain_images_batches_selects_and_writes(tmp_path):
     from knifejax.explain.batch import explain_images, write_explanations
 
@@ -96,7 +98,7 @@ def test_explain_images_batches_selects_and_writes(tmp_path):
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     x = (images / 255.0 - 0.5) / 0.25
     model.eval()
-    expected_pred = np.asarray(model(x.astype(np.float32))).argmax(-1)
+    expected_pred = np.asarray(forward(model, x.astype(np.float32))).argmax(-1)
     labels = np.array([expected_pred[0], (expected_pred[1] + 1) % 3, expected_pred[2], 0, 1])
 
     explained = explain_images(model, images, mean, std, labels, layer="layer3", batch_size=2)
@@ -116,6 +118,7 @@ def test_explain_images_batches_selects_and_writes(tmp_path):
         explain_images(model, images[:1], mean, std, layer="layer3").select("failed")
 
 
+@pytest.mark.slow
 def test_cli_draws_failed_predictions_of_labelled_data_and_plain_images(tmp_path, capsys):
     from PIL import Image
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from knifejax.models.max_pool import max_pool
+from knifejax.ops.max_pool import max_pool
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from knifejax.models.depthwise import explicit_pads
-from knifejax.models.patches_conv import conv_output_hw, patches_conv
+from knifejax.ops.patches_conv import conv_output_hw, patches_conv
+from knifejax.ops.windows import explicit_pads
 
 
 @pytest.fixture(autouse=True)

@@ -43,9 +43,14 @@ def test_cache_holds_the_resized_images_and_is_reused_until_a_file_changes(tmp_p
     assert changed.images[0].max() == 0
 
 
-def test_resize_square_is_a_no_op_at_size():
-    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(resize_square(image, 8), image)
+@pytest.mark.parametrize("height,width", [(8, 12), (12, 8), (5, 5), (8, 8)])
+def test_resize_square_is_bilinear_to_size_by_size_whatever_the_shape(height, width):
+    # an image with one side already at the size (8 x 12 to 8) must still be resized; one at size is kept
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(image).resize((8, 8), Image.Resampling.BILINEAR))
+    out = resize_square(image, 8)
+    assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_an_epoch_visits_each_item_at_most_once_in_a_seeded_order(decoded):

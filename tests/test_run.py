@@ -50,6 +50,7 @@ def finished_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_ends_bitwise_equal(finished_run, tmp_path):
     run = tmp_path / "killed"
     command = _train_command(run, finished_run.parent / "cache", "--checkpoint-every", "2")
@@ -78,6 +79,7 @@ def test_sigkill_and_resume_ends_bitwise_equal(finished_run, tmp_path):
             assert line[key] == ref[key], key
 
 
+@pytest.mark.slow
 def test_load_run_gives_the_trained_model_config_and_classes(finished_run):
     model, cfg, names = load_run(finished_run)
     assert cfg.model == "resnet18" and cfg.epochs == 2
@@ -87,11 +89,13 @@ def test_load_run_gives_the_trained_model_config_and_classes(finished_run):
     assert (finished_run / "curves.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_changed_recipe_is_refused_not_mixed_into_the_run(finished_run):
     with pytest.raises(ValueError, match=r"lr: 0.001 -> 0.01"):
         fit(TrainConfig.load(finished_run / "config.json").replace(lr=1e-2), finished_run, progress=False)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     # SGD at lr 1e6 reached through warmup: step 0 has lr 0 (a finite checkpoint), then the loss explodes.
     cfg = TrainConfig(
@@ -115,6 +119,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(trees["model"][0]))
 
 
+@pytest.mark.slow
 def test_cli_evaluate_and_predict_on_a_run(finished_run, tmp_path, capsys):
     cli_main(["evaluate", "--run", str(finished_run), "--data", "synthetic", "--synthetic-classes", "4",
               "--synthetic-per-class", "10"])  # fmt: skip

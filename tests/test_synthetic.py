@@ -1,7 +1,6 @@
-"""The procedural synthetic-knives dataset: determinism, class enumeration, hard pairs, splits, speed."""
+"""The procedural synthetic-knives dataset: determinism, class enumeration, hard pairs, splits."""
 
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -118,12 +117,3 @@ def test_classes_are_distinguishable_but_vary():
     nuisance = np.abs(ims_a[0] - ims_a[1]).mean()  # two samples of one class
     assert between > 1.3 * within  # the class shows in the mean image...
     assert nuisance > between  # ...but single images vary more than the pair's class means differ
-
-
-def test_render_speed():
-    render_knife(0, 0)  # warm caches (texture photos, pixel grids)
-    start = time.perf_counter()
-    for k in range(20):
-        render_knife((7 * k) % NUM_CLASSES, k, size=64)
-    per_image = (time.perf_counter() - start) / 20
-    assert per_image < 0.05, f"{per_image * 1e3:.1f} ms per 64-px render"

@@ -4,10 +4,12 @@ eager model, BatchNorm statistics advance, and eval uses running statistics."""
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 import knifejax as kj
 from knifejax.train.steps import cross_entropy, init_state, make_eval_step, make_train_step, to_model
+from tests.jitted import forward
 
 
 def _batch(n=4, size=32, classes=5):
@@ -15,6 +17,7 @@ def _batch(n=4, size=32, classes=5):
     return rng.standard_normal((n, size, size, 3), dtype=np.float32), rng.integers(0, classes, n)
 
 
+@pytest.mark.slow
 def test_one_sgd_step_equals_the_eager_gradient_step():
     x, y = _batch()
     eager = kj.create_model("resnet18", num_classes=5, seed=0)
@@ -35,10 +38,10 @@ def test_one_sgd_step_equals_the_eager_gradient_step():
 
 
 def test_eval_step_uses_running_statistics():
-    x, y = _batch()
+    x, _ = _batch()
     graphdef, state = init_state(kj.create_model("resnet18", num_classes=5, seed=1), optax.sgd(0.0))
-    logits, metrics = make_eval_step(graphdef)(state, x, y)
+    logits = make_eval_step(graphdef)(state, x)
     model = to_model(graphdef, state)
     model.eval()
-    np.testing.assert_allclose(np.asarray(logits), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
-    assert 0.0 <= float(metrics["map@5"]) <= 1.0
+    assert logits.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(forward(model, x)), rtol=1e-5, atol=1e-6)

@@ -34,6 +34,7 @@ def test_stages_are_counted_from_the_stem():
         frozen_prefixes(resnet, 6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen_bn_eval", [True, False])
 def test_frozen_stages_stay_bit_identical_and_the_rest_trains(frozen_bn_eval):
     model = kj.create_model("resnet18", num_classes=3, seed=0)
@@ -63,6 +64,7 @@ def test_frozen_stages_stay_bit_identical_and_the_rest_trains(frozen_bn_eval):
                               before_rest["['layer4'][1]['bn2']['running_mean'].value"])  # fmt: skip
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_float32_master_weights_and_statistics():
     losses = {}
     for precision in ("fp32", "bf16"):

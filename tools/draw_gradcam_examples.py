@@ -1,7 +1,7 @@
 """Draw docs/images/gradcam_lite0_imagenet.png: Grad-CAM of EfficientNet-Lite0's offline ImageNet weights on
 scikit-image's photos, for the predicted class and for a second class, at the default layer and an earlier one.
 
-    python tools/draw_gradcam_examples.py      (needs the `test` extra, for timm's ImageNet class names)
+    python -m tools.draw_gradcam_examples      (needs the `test` extra, for timm's ImageNet class names)
 """
 
 from pathlib import Path
@@ -12,7 +12,7 @@ from skimage import data
 import knifejax as kj
 from knifejax.explain import grad_cam_and_scores
 from knifejax.explain.overlay import denormalize, plot_grid
-from knifejax.reference import import_timm
+from tests.reference import import_timm
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "gradcam_lite0_imagenet.png"
 PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut()}

@@ -3,7 +3,7 @@
 Rows come in pairs of classes that differ in exactly one attribute (profile, finish, handle,
 profile), so the figure shows how fine the distinctions are under the nuisances.
 
-    python tools/draw_synthetic_knives.py [--size 96] [--samples 6] [--out docs/images/synthetic_knives.png]
+    python -m tools.draw_synthetic_knives [--size 96] [--samples 6] [--out docs/images/synthetic_knives.png]
 """
 
 from __future__ import annotations

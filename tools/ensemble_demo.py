@@ -1,7 +1,7 @@
 """Train three small members on the synthetic knives, combine them every way, and draw the comparison.
 
-    python tools/ensemble_demo.py                        # ~5 minutes on a 2-core CPU
-    python tools/ensemble_demo.py --out runs/ensemble_demo --figure docs/images/ensemble_synthetic.png
+    python -m tools.ensemble_demo                        # ~5 minutes on a 2-core CPU
+    python -m tools.ensemble_demo --out runs/ensemble_demo --figure docs/images/ensemble_synthetic.png
 
 Members (one seed, so they share one validation split): EfficientNet-Lite0 from its ImageNet weights at
 64 px and at 96 px with ImageNet normalisation, and ResNet-18 from scratch at 64 px. Ensembles: the mean of
@@ -22,7 +22,7 @@ import numpy as np
 
 import knifejax as kj
 from knifejax.ensemble import DataSpec, build_ensemble, load_member
-from knifejax.metrics import reciprocal_ranks
+from knifejax.metrics import chance_map_at_k, reciprocal_ranks
 from knifejax.plots import plot_ensemble_comparison
 
 CLASSES = 8
@@ -50,6 +50,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    kj.apply_xla_cpu_flags()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/ensemble_demo", help="runs, ensembles, results (default: %(default)s)")
     parser.add_argument("--figure", default="docs/images/ensemble_synthetic.png", help="the PNG (default: %(default)s)")
@@ -83,7 +84,7 @@ def main() -> None:
     for name in list(ensembles)[1:]:
         diff = np.asarray(reciprocal_ranks(probs[name], labels, 5)) - base
         paired[name] = {"map@5_minus_average": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
-    chance = {"map@1": 1 / CLASSES, "map@5": sum(1 / r for r in range(1, 6)) / CLASSES}
+    chance = {"map@1": chance_map_at_k(CLASSES, 1), "map@5": chance_map_at_k(CLASSES, 5)}
 
     title = f"{len(MEMBERS)} members and their ensembles, synthetic knives ({CLASSES} classes), {description}"
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Write knifejax/models/pretrained_cfgs.json from timm's own pretrained configurations.
 
 Run after registering a new architecture (needs the `test` extra):
-    python tools/gen_pretrained_cfgs.py
+    python -m tools.gen_pretrained_cfgs
 Every registered architecture gets all of timm's tags, the default tag first, with the fields knifejax
 uses (preprocessing, class count, hub location, classifier name).
 """
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import knifejax
-from knifejax.reference import import_timm
+from tests.reference import import_timm
 
 FIELDS = (
     "hf_hub_id", "url", "input_size", "test_input_size", "fixed_input_size", "interpolation", "crop_pct",

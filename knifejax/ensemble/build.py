@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from knifejax.ensemble.members import EnsembleError, Member, load_member
-from knifejax.ensemble.model import METHODS, Ensemble, ranking_metrics
+from knifejax.ensemble.model import METHODS, Ensemble
 from knifejax.ensemble.stacking import StackerConfig, fit_stacker
+from knifejax.ensemble.store import save_ensemble
+from knifejax.metrics import ranking_metrics
 
 
 def build_ensemble(
@@ -57,7 +59,7 @@ def build_ensemble(
     if method == "stacked":
         fit_stacked_head(ensemble, stacker or StackerConfig(), fit_on)
     if out is not None:
-        ensemble.save(out)
+        save_ensemble(ensemble, out)
     return ensemble
 
 
@@ -80,5 +82,5 @@ def fit_stacked_head(ensemble: Ensemble, cfg: StackerConfig, fit_on: Any = "val"
     fitted = ranking_metrics(ensemble.combine(outputs), labels)
     ensemble.log(
         f"stacked head ({cfg.depth} hidden layer(s), {features.shape[1]} features) fit on {description}: "
-        f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, MAP@5 there {fitted['map@5']:.4f}"
+        f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, MAP@5 there {float(fitted['map@5']):.4f}"
     )

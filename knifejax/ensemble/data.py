@@ -28,9 +28,10 @@ from knifejax.data.cache import DecodedImages, decode_source, resize_square, sou
 from knifejax.data.errors import DataError
 from knifejax.data.open import open_source
 from knifejax.data.sources import ImageFolderSource
+from knifejax.data.split import Split
 from knifejax.data.validate import validate
 from knifejax.ensemble.members import EnsembleError, Member
-from knifejax.train.data_setup import PreparedData, Split, prepare_data
+from knifejax.train.data_setup import PreparedData, prepare_data
 
 RUN_SPLITS = ("train", "val", "test")
 # TrainConfig fields that decide which images a run's split draws from: members must agree on them to share
@@ -118,10 +119,6 @@ def _resized(images, size: int) -> np.ndarray:
     return out
 
 
-def _whole(data: DecodedImages) -> Split:
-    return Split(data, np.arange(len(data)))
-
-
 def _check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
@@ -147,7 +144,7 @@ def _decode_checked(same: _Same, size: int, num_classes: int) -> Split:
     source = same.source
     if hasattr(source, "paths") or hasattr(source, "row_problems"):
         validate(source, num_classes)  # one error listing every unreadable file
-    return _whole(decode_source(source, size, cache_dir=None))
+    return Split.whole(decode_source(source, size, cache_dir=None))
 
 
 class MemberData:
@@ -246,8 +243,8 @@ class MemberData:
     def _decoded(self, data: DecodedImages) -> Resolved:
         def at(size: int) -> Split:
             if size == data.size:
-                return _whole(data)
-            return _whole(DecodedImages(data.labels, data.class_names, size, None, _resized(data.images, size)))
+                return Split.whole(data)
+            return Split.whole(DecodedImages(data.labels, data.class_names, size, None, _resized(data.images, size)))
 
         base = None if data.path is None else _hash(data.path.name, data.labels.tobytes())
         items = [MemberItems(None if base is None else _hash(base, str(m.size)), functools.partial(at, m.size))
@@ -263,7 +260,7 @@ class MemberData:
 
         @functools.cache
         def at(size: int) -> Split:
-            return _whole(DecodedImages(labels, names, size, None, _resized(images, size)))
+            return Split.whole(DecodedImages(labels, names, size, None, _resized(images, size)))
 
         return Resolved([MemberItems(None, functools.partial(at, m.size)) for m in self.members], labels,
                         f"{len(labels)} images")  # fmt: skip

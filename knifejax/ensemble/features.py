@@ -21,11 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from knifejax.data.pipeline import eval_batches
+from knifejax.data.split import Split
 from knifejax.ensemble.data import MemberItems
 from knifejax.ensemble.members import Member
-from knifejax.train.data_setup import Split
-from knifejax.train.sharding import check_batch_size, data_mesh, shard_batch, to_host
+from knifejax.predict import predict
 from knifejax.train.steps import normalize_images
 
 Outputs = tuple[np.ndarray, np.ndarray]  # (features (N, D), logits (N, C)), float32
@@ -55,19 +54,7 @@ def _forward(member: Member) -> Callable:
 
 def extract(member: Member, split: Split, batch_size: int = 32) -> Outputs:
     """Features and logits of `member` for every item of `split`, in order."""
-    mesh = data_mesh()
-    check_batch_size(batch_size, mesh)
-    forward = _forward(member)
-    features, logits = [], []
-    for batch in eval_batches(split.data, split.indices, batch_size, process_index=jax.process_index(),
-                              process_count=jax.process_count()):  # fmt: skip
-        f, z = forward(shard_batch(batch["images"], mesh))
-        valid = int(batch["valid"])
-        features.append(to_host(f)[:valid])
-        logits.append(to_host(z)[:valid])
-    if not features:
-        return np.zeros((0, member.feature_dim), np.float32), np.zeros((0, member.num_classes), np.float32)
-    return np.concatenate(features), np.concatenate(logits)
+    return predict(_forward(member), split, batch_size)
 
 
 class FeatureCache:

@@ -1,4 +1,5 @@
-"""`Ensemble`: trained runs combined by score averaging or a stacked head, scoring any images.
+"""`Ensemble`: trained runs combined by score averaging or a stacked head, scoring any images (written to
+disk and read back by `knifejax.ensemble.store`).
 
 Every member predicts with its own preprocessing; their outputs for named data (run splits, sources with a
 fingerprint) come from the feature cache, so evaluating members and ensemble together, or again, runs each
@@ -19,22 +20,23 @@ from knifejax.ensemble.data import MemberData
 from knifejax.ensemble.features import FeatureCache, Outputs
 from knifejax.ensemble.members import EnsembleError, Member, check_class_names
 from knifejax.ensemble.stacking import Params, StackerConfig, stacker_logits
-from knifejax.metrics import map_at_k, top_k_accuracy
+from knifejax.metrics import evaluation_metrics
 
 METHODS = ("average", "geometric", "stacked")
 
 
-def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """MAP@1, MAP@5 and top-5 accuracy of (N, C) scores (logits or probabilities)."""
+def labelled_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """`knifejax.metrics.evaluation_metrics` of (N, C) logits, or log-probabilities, of labelled images."""
     labels = np.asarray(labels)
     if labels.size == 0 or (labels < 0).any():
         raise EnsembleError("evaluation needs labelled images (these have none, or some are unlabelled)")
-    k = min(5, scores.shape[1])
-    return {
-        "map@1": float(map_at_k(scores, labels, k=1)),
-        "map@5": float(map_at_k(scores, labels, k=k)),
-        "acc@5": float(top_k_accuracy(scores, labels, k=k)),
-    }
+    return evaluation_metrics(logits, labels)
+
+
+def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """Logits whose softmax is `probabilities`: their logarithm, with zeros (underflowed probabilities) held
+    at float32's smallest normal number so that the loss stays finite."""
+    return np.log(np.maximum(probabilities, np.finfo(np.float32).tiny))
 
 
 class Ensemble:
@@ -113,25 +115,19 @@ class Ensemble:
         return self.combine(outputs)
 
     def evaluate(self, data: Any = "test") -> dict[str, float]:
-        """MAP@1, MAP@5 and acc@5 of the ensemble on labelled `data` (as `predict_proba` takes it)."""
+        """Loss, MAP@1, MAP@5 and acc@5 of the ensemble on labelled `data` (as `predict_proba` takes it)."""
         outputs, labels, _ = self.member_outputs(data)
-        return ranking_metrics(self.combine(outputs), labels)
+        return labelled_metrics(log_probabilities(self.combine(outputs)), labels)
 
     def report(self, data: Any = "test") -> dict:
         """Each member's metrics and the ensemble's on `data`, from one pass of each member."""
         outputs, labels, description = self.member_outputs(data)
         members = [
-            {"run": str(m.run), "model": m.config.model, "size": m.size, **ranking_metrics(z, labels)}
+            {"run": str(m.run), "model": m.config.model, "size": m.size, **labelled_metrics(z, labels)}
             for m, (_, z) in zip(self.members, outputs)
         ]
         return {"data": description, "images": int(len(labels)), "members": members,
-                "ensemble": {"method": self.method, **ranking_metrics(self.combine(outputs), labels)}}  # fmt: skip
-
-    def save(self, directory: str | Path) -> Path:
-        """Write the ensemble to `directory` (see `knifejax.ensemble.store`); it then caches features there."""
-        from knifejax.ensemble.store import save_ensemble
-
-        return save_ensemble(self, directory)
+                "ensemble": {"method": self.method, **labelled_metrics(log_probabilities(self.combine(outputs)), labels)}}  # fmt: skip
 
     def __repr__(self) -> str:
         runs = ", ".join(str(m.run) for m in self.members)

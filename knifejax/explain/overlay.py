@@ -44,17 +44,17 @@ def plot_grid(
     title_colors: Sequence[str] | None = None,
 ) -> Path:
     """Write a grid of image | overlay pairs, one titled cell per image (e.g. "true: X\\npred: Y (0.83)"), to a PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from knifejax.plots import save_figure
 
     count = len(images)
     if not count or not len(cams) == len(titles) == count:
         raise ValueError(f"plot_grid needs as many maps and titles as images (got {count}, {len(cams)}, {len(titles)})")
     columns = min(columns, count)
     rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, 2 * columns, figsize=(2 * columns * 1.9, rows * 2.3), squeeze=False)
+    fig = Figure(figsize=(2 * columns * 1.9, rows * 2.3))
+    axes = fig.subplots(rows, 2 * columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (image, cam, label) in enumerate(zip(images, cams, titles)):
@@ -68,6 +68,4 @@ def plot_grid(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -159,7 +159,8 @@ class InvertedResidual(nnx.Module):
 
 
 class ConvBnAct(nnx.Module):
-    """timm `cn` block: conv, BN+act (no residual unless forced; timm's default `skip=False`)."""
+    """timm `cn` block: conv, BN+act, no residual (timm's `ConvBnAct` has one only when built with `skip=True`,
+    which no block string asks for)."""
 
     def __init__(self, in_chs: int, a: BlockArgs, cfg: BuildConfig, act: str, se_chs: int, dpr: float, rngs):
         self.conv = Conv2d(in_chs, a.out_chs, a.kernel_size, stride=a.stride, padding=cfg.pad_type, rngs=rngs)

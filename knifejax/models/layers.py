@@ -16,9 +16,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from knifejax.models import init
-from knifejax.models.batch_norm import batch_norm_train
-from knifejax.models.depthwise import depthwise_conv, explicit_pads
-from knifejax.models.patches_conv import MAX_OUTPUT_PIXELS, conv_output_hw, patches_conv
+from knifejax.ops.batch_norm import batch_norm_train
+from knifejax.ops.depthwise import depthwise_conv
+from knifejax.ops.max_pool import max_pool
+from knifejax.ops.patches_conv import MAX_OUTPUT_PIXELS, conv_output_hw, patches_conv
+from knifejax.ops.windows import explicit_pads
 
 Array = jax.Array
 
@@ -129,14 +131,14 @@ class Conv2d(nnx.Module):
 
     def _depthwise_as_slices(self) -> bool:
         """Depthwise, undilated, on CPU: XLA:CPU's grouped convolution is 4-16x slower there than shifted
-        slice-sums, forward and backward (`knifejax.models.depthwise`, docs/performance.md). GPUs keep XLA's
+        slice-sums, forward and backward (`knifejax.ops.depthwise`, docs/performance.md). GPUs keep XLA's
         convolution (cuDNN), which is not measured to lose."""
         depthwise = self.groups > 1 and self.groups == self.weight.shape[3] and self.weight.shape[2] == 1
         return depthwise and self.dilation == 1 and jax.default_backend() == "cpu"
 
     def _as_matrix_product(self, in_hw: tuple[int, int]) -> bool:
         """On CPU, a 1×1 convolution, or one producing a map of a few pixels, as a matrix product over gathered
-        patches (`knifejax.models.patches_conv`): XLA:CPU's convolution takes 2-7× longer for the 1×1 forward,
+        patches (`knifejax.ops.patches_conv`): XLA:CPU's convolution takes 2-7× longer for the 1×1 forward,
         3-5× with its gradients, and is pathologically slow on tiny maps."""
         k = self.weight.shape[0]
         if self.groups != 1 or jax.default_backend() != "cpu":
@@ -181,6 +183,12 @@ class Linear(nnx.Module):
         return y
 
 
+def max_pool2d(x: jax.Array, kernel_size: int, stride: int, padding: int) -> jax.Array:
+    """PyTorch's `MaxPool2d(kernel_size, stride, padding)` on NHWC (padding by -inf, gradient to each window's
+    first maximum; `knifejax.ops.max_pool`)."""
+    return max_pool(x, kernel_size, stride, ((padding, padding), (padding, padding)))
+
+
 class BatchNorm2d(nnx.Module):
     """BatchNorm over NHWC with PyTorch's conventions, optionally followed by an activation (timm's
     BatchNormAct2d).
@@ -188,7 +196,7 @@ class BatchNorm2d(nnx.Module):
     Train mode normalises with the biased batch variance and updates the running statistics as
     `running = (1 - momentum) * running + momentum * batch`, the variance unbiased (n / (n - 1)), exactly
     as torch. Statistics are computed in at least float32 (bf16 inputs are promoted, float64 kept). The train
-    path has a one-pass backward (`knifejax.models.batch_norm`).
+    path has a one-pass backward (`knifejax.ops.batch_norm`).
     """
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, act: str = "identity"):

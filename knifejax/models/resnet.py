@@ -14,24 +14,28 @@ import jax
 from flax import nnx
 
 from knifejax.models import init
-from knifejax.models.layers import POOL_TYPES, BatchNorm2d, Conv2d, DropPath, Linear, head_forward, pool_feat_mult
-from knifejax.models.max_pool import max_pool
+from knifejax.models.layers import (
+    POOL_TYPES,
+    BatchNorm2d,
+    Conv2d,
+    DropPath,
+    Linear,
+    head_forward,
+    max_pool2d,
+    pool_feat_mult,
+)
 from knifejax.models.registry import register_model
 
 
-def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    """PyTorch MaxPool2d(kernel_size=3, stride=2, padding=1) on NHWC."""
-    return max_pool(x, 3, 2, ((1, 1), (1, 1)))
-
-
-def _downsample(in_chs: int, out_chs: int, stride: int, rngs: nnx.Rngs) -> nnx.List | None:
+def downsample_conv(in_chs: int, out_chs: int, stride: int, rngs: nnx.Rngs) -> nnx.List | None:
     """timm's `downsample_conv`: 1x1 strided conv + BN when the shortcut changes shape, else None."""
     if stride == 1 and in_chs == out_chs:
         return None
     return nnx.List([Conv2d(in_chs, out_chs, 1, stride=stride, rngs=rngs), BatchNorm2d(out_chs)])
 
 
-def _shortcut(x: jax.Array, downsample: nnx.List | None) -> jax.Array:
+def shortcut(x: jax.Array, downsample: nnx.List | None) -> jax.Array:
+    """A residual block's identity path: `x`, through `downsample` (from `downsample_conv`) when there is one."""
     if downsample is None:
         return x
     conv, bn = downsample
@@ -46,7 +50,7 @@ class BasicBlock(nnx.Module):
         self.bn1 = BatchNorm2d(planes, act="relu")
         self.conv2 = Conv2d(planes, planes, 3, rngs=rngs)
         self.bn2 = BatchNorm2d(planes)
-        self.downsample = _downsample(in_chs, planes, stride, rngs)
+        self.downsample = downsample_conv(in_chs, planes, stride, rngs)
         self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
 
     def zero_init_last(self) -> None:
@@ -56,7 +60,7 @@ class BasicBlock(nnx.Module):
         y = self.bn2(self.conv2(self.bn1(self.conv1(x))))
         if self.drop_path is not None:
             y = self.drop_path(y)
-        return jax.nn.relu(y + _shortcut(x, self.downsample))
+        return jax.nn.relu(y + shortcut(x, self.downsample))
 
 
 class Bottleneck(nnx.Module):
@@ -70,7 +74,7 @@ class Bottleneck(nnx.Module):
         self.bn2 = BatchNorm2d(planes, act="relu")
         self.conv3 = Conv2d(planes, out_chs, 1, rngs=rngs)
         self.bn3 = BatchNorm2d(out_chs)
-        self.downsample = _downsample(in_chs, out_chs, stride, rngs)
+        self.downsample = downsample_conv(in_chs, out_chs, stride, rngs)
         self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
 
     def zero_init_last(self) -> None:
@@ -81,7 +85,7 @@ class Bottleneck(nnx.Module):
         y = self.bn3(self.conv3(y))
         if self.drop_path is not None:
             y = self.drop_path(y)
-        return jax.nn.relu(y + _shortcut(x, self.downsample))
+        return jax.nn.relu(y + shortcut(x, self.downsample))
 
 
 class ResNet(nnx.Module):
@@ -139,7 +143,7 @@ class ResNet(nnx.Module):
 
     def forward_features(self, x: jax.Array) -> jax.Array:
         """(B, H, W, 3) -> layer4's output (B, H/32, W/32, C), as timm's forward_features."""
-        x = max_pool_3x3_s2(self.bn1(self.conv1(x)))
+        x = max_pool2d(self.bn1(self.conv1(x)), 3, 2, 1)
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in layer:
                 x = block(x)

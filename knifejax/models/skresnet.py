@@ -22,7 +22,7 @@ from flax import nnx
 from knifejax.models import init
 from knifejax.models.layers import BatchNorm2d, Conv2d, DropPath, make_divisible
 from knifejax.models.registry import register_model
-from knifejax.models.resnet import ResNet, _downsample, _shortcut
+from knifejax.models.resnet import ResNet, downsample_conv, shortcut
 
 
 class ConvNormAct(nnx.Module):
@@ -132,7 +132,7 @@ class SelectiveKernelBasic(nnx.Module):
     ):
         self.conv1 = SelectiveKernel(in_chs, planes, stride=stride, **(sk_kwargs or {}), rngs=rngs)
         self.conv2 = ConvNormAct(planes, planes, 3, act="identity", rngs=rngs)
-        self.downsample = _downsample(in_chs, planes, stride, rngs)
+        self.downsample = downsample_conv(in_chs, planes, stride, rngs)
         self.drop_path = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate else None
 
     def zero_init_last(self) -> None:
@@ -142,7 +142,7 @@ class SelectiveKernelBasic(nnx.Module):
         y = self.conv2(self.conv1(x))
         if self.drop_path is not None:
             y = self.drop_path(y)
-        return jax.nn.relu(y + _shortcut(x, self.downsample))
+        return jax.nn.relu(y + shortcut(x, self.downsample))
 
 
 # timm's skresnet18/34: attention width out/8 rounded to 16, input split; last BN not zero-initialised.

@@ -279,24 +279,6 @@ class ViTArch(NamedTuple):
     clip: bool = False  # CLIP image tower: pre-norm, LayerNorm eps 1e-5, no patch-embedding bias
 
 
-VIT_ARCHS = {
-    "vit_tiny_patch16_224": ViTArch(16, 192, 12, 3, 224),
-    "vit_tiny_patch16_384": ViTArch(16, 192, 12, 3, 384),
-    "vit_small_patch32_224": ViTArch(32, 384, 12, 6, 224),
-    "vit_small_patch32_384": ViTArch(32, 384, 12, 6, 384),
-    "vit_small_patch16_224": ViTArch(16, 384, 12, 6, 224),
-    "vit_small_patch16_384": ViTArch(16, 384, 12, 6, 384),
-    "vit_small_patch8_224": ViTArch(8, 384, 12, 6, 224),
-    "vit_base_patch32_224": ViTArch(32, 768, 12, 12, 224),
-    "vit_base_patch32_384": ViTArch(32, 768, 12, 12, 384),
-    "vit_base_patch16_224": ViTArch(16, 768, 12, 12, 224),
-    "vit_base_patch16_384": ViTArch(16, 768, 12, 12, 384),
-    "vit_base_patch8_224": ViTArch(8, 768, 12, 12, 224),
-    "vit_base_patch16_clip_224": ViTArch(16, 768, 12, 12, 224, clip=True),
-    "vit_base_patch32_clip_224": ViTArch(32, 768, 12, 12, 224, clip=True),
-}
-
-
 def _vision_transformer(
     arch: ViTArch, *, pretrained_cfg: dict[str, Any], img_size: int | tuple[int, int] | None = None, **kwargs
 ) -> VisionTransformer:
@@ -318,14 +300,71 @@ def _vision_transformer(
     )
 
 
-def _register(name: str, arch: ViTArch) -> None:
-    def build(**kwargs) -> VisionTransformer:
-        return _vision_transformer(arch, **kwargs)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"timm's {name}: {arch}."
-    globals()[name] = register_model(build)
+@register_model
+def vit_tiny_patch16_224(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(16, 192, 12, 3, 224), **kwargs)
 
 
-for _name, _arch in VIT_ARCHS.items():
-    _register(_name, _arch)
+@register_model
+def vit_tiny_patch16_384(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(16, 192, 12, 3, 384), **kwargs)
+
+
+@register_model
+def vit_small_patch32_224(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(32, 384, 12, 6, 224), **kwargs)
+
+
+@register_model
+def vit_small_patch32_384(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(32, 384, 12, 6, 384), **kwargs)
+
+
+@register_model
+def vit_small_patch16_224(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(16, 384, 12, 6, 224), **kwargs)
+
+
+@register_model
+def vit_small_patch16_384(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(16, 384, 12, 6, 384), **kwargs)
+
+
+@register_model
+def vit_small_patch8_224(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(8, 384, 12, 6, 224), **kwargs)
+
+
+@register_model
+def vit_base_patch32_224(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(32, 768, 12, 12, 224), **kwargs)
+
+
+@register_model
+def vit_base_patch32_384(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(32, 768, 12, 12, 384), **kwargs)
+
+
+@register_model
+def vit_base_patch16_224(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(16, 768, 12, 12, 224), **kwargs)
+
+
+@register_model
+def vit_base_patch16_384(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(16, 768, 12, 12, 384), **kwargs)
+
+
+@register_model
+def vit_base_patch8_224(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(8, 768, 12, 12, 224), **kwargs)
+
+
+@register_model
+def vit_base_patch16_clip_224(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(16, 768, 12, 12, 224, clip=True), **kwargs)
+
+
+@register_model
+def vit_base_patch32_clip_224(**kwargs) -> VisionTransformer:
+    return _vision_transformer(ViTArch(32, 768, 12, 12, 224, clip=True), **kwargs)

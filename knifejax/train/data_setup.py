@@ -21,24 +21,10 @@ from knifejax.atomic_write import write_text_atomically
 from knifejax.data.cache import DEFAULT_CACHE_DIR, DecodedImages, decode_source, source_fingerprint
 from knifejax.data.errors import DataError
 from knifejax.data.open import open_source
+from knifejax.data.split import Split
 from knifejax.data.sources import Subset, stratified_split
 from knifejax.data.validate import describe_source, problems_error, validate
 from knifejax.train.config import TrainConfig
-
-
-@dataclass
-class Split:
-    """Items `indices` of the decoded images `data`."""
-
-    data: DecodedImages
-    indices: np.ndarray
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.data.labels[self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 @dataclass
@@ -155,9 +141,9 @@ def prepare_data(
         train_split, val_split = Split(train, train_idx), Split(train, val_idx)
     else:
         val = _decoded(checked["val"], size, cfg, "val", progress)
-        train_split, val_split = Split(train, np.arange(len(train))), Split(val, np.arange(len(val)))
+        train_split, val_split = Split.whole(train), Split.whole(val)
     test_split = None
     if cfg.test_data is not None:
         test = _decoded(checked["test"], size, cfg, "test", progress)
-        test_split = Split(test, np.arange(len(test)))
+        test_split = Split.whole(test)
     return PreparedData(train_split, val_split, test_split, class_names, report)

@@ -23,24 +23,24 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from knifejax.data.pipeline import eval_batches, train_batches, train_steps_per_epoch
+from knifejax.data.pipeline import train_batches, train_steps_per_epoch
 from knifejax.data.transforms import Augment
 from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import ConfigError, UserError
-from knifejax.metrics import map_at_k, reciprocal_ranks, top_k_accuracy
+from knifejax.metrics import evaluation_metrics, standard_errors
 from knifejax.models.registry import get_pretrained_cfg
 from knifejax.plots import plot_training_curves
+from knifejax.predict import predict
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
-from knifejax.train.data_setup import Split, prepare_data
+from knifejax.train.data_setup import prepare_data
 from knifejax.train.optim import current_learning_rate, decay_mask_timm, make_optimizer
 from knifejax.train.run import RunDir, build_model, image_size, normalization
-from knifejax.train.sharding import check_batch_size, data_mesh, replicate, shard_batch, to_host
-from knifejax.train.steps import TrainState, cross_entropy, init_state, make_eval_step, make_train_step
+from knifejax.train.sharding import check_batch_size, data_mesh, replicate, shard_batch
+from knifejax.train.steps import TrainState, init_state, make_eval_step, make_train_step
 from knifejax.train.transfer import frozen_prefixes, trainable_mask
 
 
@@ -86,16 +86,6 @@ def build_optimizer(cfg: TrainConfig, model: nnx.Module, total_steps: int):
     )
 
 
-def standard_errors(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Standard errors of MAP@1 and MAP@5 over the images (the spread of their per-image terms / sqrt(N)):
-    how much the scores would move on another sample of test images of the same kind."""
-    out = {}
-    for name, k in (("map@1", 1), ("map@5", min(5, logits.shape[-1]))):  # k as metrics_from_logits takes it
-        terms = np.asarray(reciprocal_ranks(logits, labels, k), np.float64)
-        out[f"{name}_se"] = float(terms.std(ddof=1) / np.sqrt(len(terms))) if len(terms) > 1 else 0.0
-    return out
-
-
 def model_summary(model: nnx.Module, cfg: TrainConfig, size: int) -> dict:
     """What a run trains: parameter counts (all, and those not frozen by `freeze_stages`) and the input size."""
     frozen = frozen_prefixes(model, cfg.freeze_stages)
@@ -110,35 +100,6 @@ def model_summary(model: nnx.Module, cfg: TrainConfig, size: int) -> dict:
         "frozen": list(frozen),
         "input_size": size,
     }
-
-
-def metrics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Loss, MAP@1, MAP@5 and top-5 accuracy over a whole evaluation set (not a mean of batch means)."""
-    k = min(5, logits.shape[-1])
-    return {
-        "loss": float(cross_entropy(logits, labels)),
-        "map@1": float(map_at_k(logits, labels, k=1)),
-        "map@5": float(map_at_k(logits, labels, k=k)),
-        "acc@5": float(top_k_accuracy(logits, labels, k=k)),
-    }
-
-
-def predict_logits(eval_step, state, split: Split, batch_size: int, mesh) -> np.ndarray:
-    """float32 logits (len(split), num_classes) of every item of `split`, in order (decoded images need no
-    workers: a batch is one read of the cache)."""
-    out = []
-    batches = eval_batches(
-        split.data,
-        split.indices,
-        batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    for batch in batches:
-        images, labels = shard_batch((batch["images"], batch["labels"]), mesh)
-        logits, _ = eval_step(state, images, labels)
-        out.append(to_host(logits)[: int(batch["valid"])])
-    return np.concatenate(out)
 
 
 @jax.jit
@@ -215,7 +176,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         held.enter_context(run.lock())
         run.start(cfg)
         run.write_classes(data.class_names)
-        write_text_atomically(run.path / "data_report.json", json.dumps(data.report, indent=1) + "\n")
+        write_text_atomically(run.data_report, json.dumps(data.report, indent=1) + "\n")
 
     model = build_model(cfg, num_classes)
     if is_main:
@@ -318,8 +279,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         sums.seconds += time.perf_counter() - started
 
         eval_started = time.perf_counter()
-        val_logits = predict_logits(eval_step, state, data.val, cfg.batch_size, mesh)
-        val = metrics_from_logits(val_logits, data.val.labels)
+        val = evaluation_metrics(predict(partial(eval_step, state), data.val, cfg.batch_size, mesh), data.val.labels)
         line = {
             "epoch": epoch,
             "step": int(state.step),
@@ -346,8 +306,8 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
 
     stream.close()  # stops the worker processes now rather than at garbage collection
     if data.test is not None:
-        test_logits = predict_logits(eval_step, state, data.test, cfg.batch_size, mesh)
-        test = metrics_from_logits(test_logits, data.test.labels) | standard_errors(test_logits, data.test.labels)
+        test_logits = predict(partial(eval_step, state), data.test, cfg.batch_size, mesh)
+        test = evaluation_metrics(test_logits, data.test.labels) | standard_errors(test_logits, data.test.labels)
         if is_main:
             write_text_atomically(run.test_metrics, json.dumps({"model": "final", **test}, indent=1) + "\n")
         log(f"test: MAP@5 {test['map@5']:.4f}, MAP@1 {test['map@1']:.4f}, acc@5 {test['acc@5']:.4f}")

@@ -3,6 +3,8 @@
     RUN/
       config.json          the TrainConfig (running the same command again resumes; a changed recipe is refused)
       classes.json         class names, index = label
+      model.json           architecture, parameter counts (all and trainable), frozen stages, input size
+      data_report.json     per data role: items, items skipped by --skip-bad, and their problems
       metrics.jsonl        one JSON line per finished epoch
       curves.png           loss (log scale) and MAP@5 per epoch, redrawn after each epoch
       test_metrics.json    the final model on --test-data, once, at the end
@@ -54,6 +56,7 @@ class RunDir:
         self.curves = self.path / "curves.png"
         self.test_metrics = self.path / "test_metrics.json"
         self.model_summary = self.path / "model.json"
+        self.data_report = self.path / "data_report.json"
         self.latest = self.path / "checkpoints" / "latest"
         self.best = self.path / "checkpoints" / "best"
 

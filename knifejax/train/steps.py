@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from knifejax.metrics import map_at_k, top_k_accuracy
+from knifejax.metrics import ranking_metrics
 from knifejax.train.transfer import freeze_batchnorm
 
 COMPUTE_DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
@@ -64,16 +64,6 @@ def _cast_floats(tree, dtype):
     return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
-def _metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-    k = min(5, logits.shape[-1])
-    return {
-        "loss": loss,
-        "map@1": map_at_k(logits, labels, k=1),
-        "map@5": map_at_k(logits, labels, k=k),
-        "acc@5": top_k_accuracy(logits, labels, k=k),
-    }
-
-
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
@@ -107,22 +97,22 @@ def make_train_step(
         (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, rest, opt_state, state.step + 1), _metrics(loss, logits, labels)
+        return TrainState(params, rest, opt_state, state.step + 1), {"loss": loss, **ranking_metrics(logits, labels)}
 
     return train_step
 
 
 def make_eval_step(graphdef: nnx.GraphDef, *, normalize: tuple | None = None, precision: str = "fp32"):
-    """A jit-compiled `(state, images, labels) -> (logits, metrics)` in eval mode (running statistics);
-    logits are float32."""
+    """A jit-compiled `(state, images) -> float32 logits` in eval mode (running statistics). Metrics are taken
+    over a whole evaluation set, not per batch: `knifejax.predict.predict` gathers the logits and
+    `knifejax.metrics.evaluation_metrics` scores them."""
     dtype = COMPUTE_DTYPES[precision]
 
     @jax.jit
-    def eval_step(state: TrainState, images: jax.Array, labels: jax.Array):
+    def eval_step(state: TrainState, images: jax.Array) -> jax.Array:
         model = nnx.merge(graphdef, _cast_floats(state.params, dtype), state.rest, copy=True)
         model.eval()
-        logits = model(_inputs(images, normalize, dtype)).astype(jnp.float32)
-        return logits, _metrics(cross_entropy(logits, labels), logits, labels)
+        return model(_inputs(images, normalize, dtype)).astype(jnp.float32)
 
     return eval_step
 

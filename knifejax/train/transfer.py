@@ -17,9 +17,6 @@ from flax import nnx
 from knifejax.models.layers import BatchNorm2d
 from knifejax.train.optim import tree_path_name
 
-TRANSFER_MODES = ("scratch", "transfer", "finetune")
-
-
 def frozen_prefixes(model: nnx.Module, freeze_stages: int) -> tuple[str, ...]:
     """Module paths of the first `freeze_stages` of `model.stages()` (see each model's `stages`)."""
     stages = model.stages()

@@ -8,10 +8,12 @@ import jax
 import numpy as np
 import pytest
 import torch
-from flax import nnx
 
-from knifejax.reference import nchw, reference_pair
+from tests.jitted import eval_outputs
 from tests.parity.comparison import channels_last, relative_error, size_kwargs
+from tests.reference import nchw, reference_pair
+
+pytestmark = pytest.mark.slow  # every family at several sizes against timm
 
 TOLERANCE = 1e-4
 
@@ -41,12 +43,6 @@ CASES = [
 ]
 
 
-@nnx.jit
-def _outputs(model, x):
-    fmap = model.forward_features(x)
-    return fmap, model.forward_head(fmap, pre_logits=True), model.forward_head(fmap)
-
-
 @pytest.mark.parametrize("name,height,width", CASES)
 def test_eval_outputs_equal_timm(timm, name, height, width):
     reference, model = reference_pair(timm, name, num_classes=10, **size_kwargs(name, height, width))
@@ -58,7 +54,7 @@ def test_eval_outputs_equal_timm(timm, name, height, width):
         t_fmap = reference.forward_features(nchw(x))
         t_pre = reference.forward_head(t_fmap, pre_logits=True)
         t_logits = reference.forward_head(t_fmap)
-    fmap, pre, logits = jax.device_get(_outputs(model, x))
+    fmap, pre, logits = jax.device_get(eval_outputs(model, x))
 
     assert fmap.shape == channels_last(t_fmap).shape
     assert relative_error(fmap, channels_last(t_fmap)) <= TOLERANCE

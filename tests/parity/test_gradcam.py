@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from knifejax.explain import grad_cam, grad_cam_and_scores
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
+
+pytestmark = pytest.mark.slow  # Grad-CAM of six networks against pytorch-grad-cam
 
 TOLERANCE = 1e-3
 

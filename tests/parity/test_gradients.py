@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from flax import nnx
 
 from knifejax.weights import timm_slots
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
 from tests.parity.comparison import relative_error, size_kwargs
+
+pytestmark = pytest.mark.slow  # float64 gradients of seven networks against torch, the largest file
 
 GRAD_TOLERANCE = 1e-6
 STAT_TOLERANCE = 1e-9

@@ -13,7 +13,7 @@ from flax import nnx
 import knifejax as kj
 from knifejax.models.layers import BatchNorm2d
 from knifejax.models.skresnet import SelectiveKernelAttn
-from knifejax.reference import nchw, reference_pair
+from tests.reference import nchw, reference_pair
 from knifejax.train.transfer import freeze_batchnorm, frozen_prefixes, trainable_mask
 from tests.parity.comparison import relative_error
 
@@ -22,6 +22,7 @@ def _blocks(model):
     return [b for name in ("layer1", "layer2", "layer3", "layer4") for b in getattr(model, name)]
 
 
+@pytest.mark.slow
 def test_path_attention_sums_to_one_and_equals_timm_in_every_block(timm, monkeypatch):
     reference, model = reference_pair(timm, "skresnet18", num_classes=10)
     reference.eval()
@@ -62,6 +63,7 @@ def test_path_attention_sums_to_one_and_equals_timm_in_every_block(timm, monkeyp
     assert max(np.abs(np.asarray(w) - 0.5).max() for w in ours) > 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool,num_classes", [("catavgmax", 5), ("max", 0)])
 def test_pooling_variants_and_headless_model_equal_timm(timm, pool, num_classes):
     reference, model = reference_pair(timm, "skresnet18", num_classes=num_classes, global_pool=pool)
@@ -77,6 +79,7 @@ def test_pooling_variants_and_headless_model_equal_timm(timm, pool, num_classes)
     assert relative_error(out, expected) <= 1e-4
 
 
+@pytest.mark.slow
 def test_drop_path_rates_as_timm_and_train_mode_drops_whole_residual_branches(timm):
     model = kj.create_model("skresnet18", num_classes=3, drop_path_rate=0.5, seed=0)
     reference = timm.create_model("skresnet18", num_classes=3, drop_path_rate=0.5)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from knifejax.models.depthwise import Pads, window_taps
+from knifejax.ops.windows import Pads, window_taps
 
 
 def _padded(x: jax.Array, pads: Pads) -> jax.Array:

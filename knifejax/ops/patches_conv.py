@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import Array
 
-from knifejax.models.depthwise import explicit_pads
+from knifejax.ops.windows import explicit_pads
 
 MAX_OUTPUT_PIXELS = 4
 
