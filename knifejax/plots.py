@@ -7,19 +7,21 @@ global figure list is touched, so a notebook or application importing knifejax k
 
 from __future__ import annotations
 
-import os
+import io
 import textwrap
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from knifejax.atomic_write import write_bytes_atomically
+
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write `fig` to `path` (format from its suffix) under a temporary name, then rename it into place."""
+    """Write `fig` to `path` (format from its suffix) atomically (`knifejax.atomic_write`)."""
     path = Path(path)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    fig.savefig(partial, dpi=dpi)
-    os.replace(partial, path)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=dpi, format=path.suffix.lstrip(".").lower() or None)
+    write_bytes_atomically(path, image.getvalue())
     return path
 
 

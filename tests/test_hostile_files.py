@@ -244,6 +244,7 @@ FINDINGS = ["build_stride", "build_offset", "build_shape", "build_dtype", "build
             "stride_zero_huge", "shape_1e12", "overlap", "bomb_storage", "bomb_pickle", "bomb_npz", "nan"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finding", FINDINGS)
 def test_crafted_checkpoint_is_refused_in_bounded_memory_everywhere(checkpoint_results, finding):
     files, results, run = checkpoint_results
@@ -336,6 +337,7 @@ def data_results(tmp_path_factory):
     return cases, _run_child(jobs, tmp_path_factory.mktemp("child"), timeout=300), runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["loop1", "loop2", "fifo", "dev_zero", "pixels"])
 def test_hostile_data_is_a_bad_file_not_a_hang(data_results, case):
     cases, results, runs = data_results

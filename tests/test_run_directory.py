@@ -29,6 +29,7 @@ def test_a_second_trainer_is_refused_naming_the_holder(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_killed_trainer_leaves_the_run_unlocked(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom knifejax.train.run import RunDir\n"
@@ -112,6 +113,7 @@ def test_atomic_writes_leave_the_old_file_when_the_write_fails(tmp_path, monkeyp
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_caching_is_an_error_not_a_sigbus(tmp_path):
     """RLIMIT_FSIZE with SIGXFSZ ignored makes writes past 1 MiB fail with EFBIG, as a full disk fails with ENOSPC."""
     script = f"""
