@@ -32,8 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from knifejax.errors import CommandParser, ConfigError, reported_errors
-from knifejax.models.pretrained import (PretrainedUnavailableError, full_name, is_packaged, missing_weights_message,
-                                        weights_in_folder)  # fmt: skip
+from knifejax.models.pretrained import PretrainedUnavailableError
+from knifejax.models.weights_folder import full_name, is_packaged, missing_weights_message, weights_in_folder  # fmt: skip
 from knifejax.train.config import TrainConfig
 from knifejax.train.flags import add_config_flags, flag, given_fields
 from knifejax.train.loop import fit, model_summary

@@ -66,7 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     if args.distributed:
         jax.distributed.initialize()
-    from knifejax.models.pretrained import weights_file
+    from knifejax.models.weights_folder import weights_file
     from knifejax.train.loop import fit
 
     cfg = _config_from_args(args)

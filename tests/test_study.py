@@ -18,7 +18,7 @@ import knifejax as kj
 from experiments import (compare_architectures, compare_optimizers, compare_vit, ensemble, report, runner,
                          study_results, sweep_batch, sweep_lr, sweep_scheduler, transfer_modes)  # fmt: skip
 from knifejax import cli, study
-from knifejax.models.pretrained import missing_weights_message, weights_in_folder
+from knifejax.models.weights_folder import missing_weights_message, weights_in_folder
 from knifejax.train.config import TrainConfig
 from knifejax.train.run import RunDir, load_run
 from tests.cli_errors import refused

@@ -27,7 +27,7 @@ from flax import nnx
 
 from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import ConfigError, MissingError, UserError
-from knifejax.models.pretrained import weights_file
+from knifejax.models.weights_folder import weights_file
 from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
