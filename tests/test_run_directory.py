@@ -137,3 +137,24 @@ except CacheSpaceError as error:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cannot reserve the 2 MiB the decoded-image cache needs" in result.stdout and "--cache-dir" in result.stdout
     assert list((tmp_path / "cache").iterdir()) == []  # no partial file left behind
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_resumable(tmp_path):
+    """RLIMIT_FSIZE (SIGXFSZ ignored) lets the config and the decode cache be written, then refuses the first
+    checkpoint as a full disk would: tensorstore's error carries the errno only in its text."""
+    run = tmp_path / "run"
+    script = f"""
+import resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 20, resource.RLIM_INFINITY))
+from knifejax.cli import main
+main(["train", "--run", {str(run)!r}, "--model", "resnet18", "--synthetic-classes", "4", "--synthetic-per-class", "4",
+      "--epochs", "1", "--batch-size", "4", "--image-size", "32", "--no-progress", "--cache-dir", {str(tmp_path / "c")!r}])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("knifejax: error:")]
+    assert len(said) == 1 and "cannot write checkpoint step 0 in" in said[0] and "File too large" in said[0], said
+    assert 'knifejax/' not in result.stderr  # no traceback through knifejax's code
+    assert RunDir(run).config.exists()  # the run is there to resume once there is room

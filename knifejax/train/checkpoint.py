@@ -11,13 +11,16 @@ name and renames it when complete, so a process killed mid-save leaves the previ
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
-from knifejax.errors import MissingError
+from knifejax.errors import MissingError, UserError
 
 
 def _is_key(leaf: Any) -> bool:
@@ -42,6 +45,29 @@ def _from_saved(template: Any, leaves: list) -> Any:
     return jax.tree.unflatten(jax.tree.structure(template), restored)
 
 
+# What tensorstore reports as `[os_error_code='N']` when the file system refuses a write.
+_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
+
+
+def _environment_refusal(error: Exception) -> int | None:
+    """The errno of a full disk or a read-only folder behind an Orbax save error: tensorstore raises a plain
+    ValueError that carries it only in its text."""
+    if isinstance(error, OSError) and error.errno in _REFUSALS:
+        return error.errno
+    found = re.search(r"os_error_code='(\d+)'", str(error))
+    return int(found.group(1)) if found and int(found.group(1)) in _REFUSALS else None
+
+
+class CheckpointWriteError(UserError, OSError):
+    """The file system refused a checkpoint: full, over quota or read-only. The message says where and what to do."""
+
+    def __init__(self, *, errno: int, strerror: str) -> None:
+        super().__init__(errno, strerror)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 class Checkpoints:
     """The checkpoints kept in one folder (`max_to_keep` newest), indexed by an integer step."""
 
@@ -59,8 +85,19 @@ class Checkpoints:
         if step in self.manager.all_steps():
             return  # a resumed run recomputing a checkpoint it had already written: identical content
         items = {name: ocp.args.StandardSave(_to_saveable(tree)) for name, tree in trees.items()}
-        self.manager.save(step, args=ocp.args.Composite(progress=ocp.args.JsonSave(progress), **items))
-        self.manager.wait_until_finished()
+        try:
+            self.manager.save(step, args=ocp.args.Composite(progress=ocp.args.JsonSave(progress), **items))
+            self.manager.wait_until_finished()
+        except Exception as error:
+            refusal = _environment_refusal(error)
+            if refusal is None:
+                raise
+            raise CheckpointWriteError(
+                errno=refusal,
+                strerror=f"cannot write checkpoint step {step} in {self.manager.directory}: {os.strerror(refusal)}; "
+                "the previous checkpoint is intact; free space (or choose another --run), then run the same command "
+                "again to resume",
+            ) from error
 
     def restore(self, templates: dict[str, Any], step: int | None = None) -> tuple[dict[str, Any], dict]:
         """The trees named in `templates` as saved at `step` (default the latest), shaped and placed like

@@ -191,6 +191,8 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
     state = replicate(state, mesh)
 
     latest, best = Checkpoints(run.latest), Checkpoints(run.best)
+    held.callback(latest.close)  # on every way out: Orbax's threads must not outlive a failed run
+    held.callback(best.close)
     progress_info = {"epoch": 0, "batch": 0, "sums": {}, "best_map5": -1.0, "best_epoch": -1}
     if latest.latest_step() is not None:
         trees, progress_info = latest.restore({"model": (state.params, state.rest), "optimizer": (state.opt_state, state.step)})
@@ -311,6 +313,4 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         if is_main:
             write_text_atomically(run.test_metrics, json.dumps({"model": "final", **test}, indent=1) + "\n")
         log(f"test: MAP@5 {test['map@5']:.4f}, MAP@1 {test['map@1']:.4f}, acc@5 {test['acc@5']:.4f}")
-    latest.close()
-    best.close()
     return history
