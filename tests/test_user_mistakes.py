@@ -15,7 +15,7 @@ from PIL import Image
 
 from knifejax.cli import main as cli_main
 from knifejax.data import CsvSource, DataError, validate
-from knifejax.data.cache import decode_source
+from knifejax.data.cache import decode_source, source_fingerprint
 from knifejax.errors import UserError, reported_errors
 from knifejax.train.loop import DivergenceWatch
 from tests.cli_errors import refused
@@ -160,6 +160,7 @@ def test_a_symlink_loop_file_is_a_bad_file_even_when_skipped(tmp_path):
     os.symlink("loop.png", tmp_path / "Train" / "Knife_0" / "loop.png")
     report = validate(CsvSource(csv), skip_bad=True)
     assert report.good.size == 12 and "loop.png: cannot read the file" in str(report.problems[0])
+    assert source_fingerprint(CsvSource(csv)) is not None  # the cache key of the set names it without resolving it
 
 
 def test_a_damaged_decode_cache_is_named(tmp_path):
