@@ -102,15 +102,18 @@ def test_failed_framework_is_reported_not_raised(tmp_path):
     assert "error" in proc.stdout
 
 
-def test_profile_step_sums_the_traced_operations_of_the_train_step():
-    import argparse
-
-    from benchmarks.profile_step import profile
-
-    args = argparse.Namespace(model="resnet18", mode="train", batch_size=2, image_size=32, precision="fp32", steps=2)
-    wall, seconds, calls = profile(args)
-    assert wall > 0 and sum(seconds.values()) > 0
+def test_profile_step_sums_the_traced_operations_of_the_train_step(tmp_path):
+    """In a process of its own (the trace records every thread of the process it runs in)."""
+    path = tmp_path / "profile.json"
+    command = [sys.executable, "-m", "benchmarks.profile_step", *TINY[:6], "--steps", "2", "--top", "3"]
+    proc = subprocess.run([*command, "--json", str(path)], capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "s per step" in proc.stdout and "operation kind" in proc.stdout
+    result = json.loads(path.read_text())
+    kinds = result["kinds"]
+    assert result["wall_s"] > 0 and sum(k["thread_s"] for k in kinds.values()) > 0
     # One step of a ResNet: its BatchNorm and ReLU fusions appear with whole numbers of calls per step, and no
     # runtime span (thread pools, the executor) or python frame is counted as an operation.
-    assert all(abs(n - round(n)) < 1e-9 and n >= 1 for n in calls.values())
-    assert not any("::" in kind or kind.startswith("$") for kind in seconds)
+    fractional = {name: k["calls"] for name, k in kinds.items() if abs(k["calls"] - round(k["calls"])) > 1e-9}
+    assert not fractional and all(k["calls"] >= 1 for k in kinds.values()), fractional
+    assert not any("::" in name or name.startswith("$") for name in kinds)
