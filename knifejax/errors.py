@@ -16,8 +16,9 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-# What the environment refuses, not knifejax: a full disk, a read-only or forbidden folder.
-_ENVIRONMENT_ERRNOS = {
+# What the environment refuses, not knifejax: a full disk, a read-only or forbidden folder (also what a
+# checkpoint save reports as a refusal, `knifejax.train.checkpoint`).
+ENVIRONMENT_ERRNOS = {
     errno.ENOSPC: "the disk is full",
     errno.EDQUOT: "the disk quota is exhausted",
     errno.EROFS: "the file system is read-only",
@@ -61,7 +62,7 @@ def _environment_error(error: BaseException) -> OSError | None:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS:
+        if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
             return error
         error = error.__cause__ or error.__context__
     return None
@@ -97,5 +98,5 @@ def reported_errors(*, debug: bool = False, on_interrupt: Callable[[], str] | No
         if debug or cause is None:
             raise
         where = f" {cause.filename}" if cause.filename else ""
-        _fail(f"cannot write{where}: {_ENVIRONMENT_ERRNOS[cause.errno]} ({cause.strerror}); free space or choose "
+        _fail(f"cannot write{where}: {ENVIRONMENT_ERRNOS[cause.errno]} ({cause.strerror}); free space or choose "
               "another folder, then run the same command again")

@@ -50,8 +50,17 @@ def finished_run(tmp_path_factory):
     return run
 
 
+def _flip_a_bit_of_the_parameters(step: Path) -> None:
+    parameters = max((p for p in (step / "model").rglob("d/*")), key=lambda p: p.stat().st_size)
+    content = bytearray(parameters.read_bytes())
+    content[len(content) // 2] ^= 0x40
+    parameters.write_bytes(bytes(content))
+
+
 @pytest.mark.slow
 def test_sigkill_and_resume_ends_bitwise_equal(finished_run, tmp_path):
+    """Killed mid-epoch, and then a bit of its newest checkpoint flipped: the resumed run names the damaged step,
+    falls back to the one before it, and still ends bit for bit as the uninterrupted run."""
     run = tmp_path / "killed"
     command = _train_command(run, finished_run.parent / "cache", "--checkpoint-every", "2")
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -66,8 +75,14 @@ def test_sigkill_and_resume_ends_bitwise_equal(finished_run, tmp_path):
     child.wait()
     history_before = (run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else ""
     assert '"epoch": 1' not in history_before  # killed before the end
+    latest = run / "checkpoints" / "latest"
+    newest, before = sorted((int(p.name) for p in latest.iterdir() if p.name.isdigit()), reverse=True)[:2]
+    _flip_a_bit_of_the_parameters(latest / str(newest))
 
-    subprocess.run(command, check=True, timeout=300)
+    said = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True).stdout.splitlines()
+    damage = [line for line in said if " is damaged: " in line]
+    assert len(damage) == 1 and damage[0].startswith(f"warning: {latest / str(newest)} is damaged: "), said
+    assert damage[0].endswith(f"; falling back to step {before}")
     for resumed, reference in zip(_model_leaves(run), _model_leaves(finished_run), strict=True):
         assert resumed.dtype == reference.dtype
         np.testing.assert_array_equal(resumed, reference)
@@ -109,14 +124,14 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     last = checkpoints.latest_step()
     assert last is not None and last < 9
     from knifejax.train.run import build_model
-    from knifejax.train.loop import build_optimizer
+    from knifejax.train.loop import build_optimizer, checkpoint_trees
     from knifejax.train.steps import init_state
     from flax import nnx
 
     model = build_model(cfg, 4)
     _, state = init_state(model, build_optimizer(cfg, model, 9))
-    trees, _ = checkpoints.restore({"model": (state.params, state.rest)})
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(trees["model"][0]))
+    trees, _ = checkpoints.restore({"model": checkpoint_trees(state)["model"]})
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(trees["model"]["params"]))
 
 
 @pytest.mark.slow

@@ -149,6 +149,16 @@ class DivergenceWatch:
             )
 
 
+def checkpoint_trees(state: TrainState) -> dict[str, dict]:
+    """What a checkpoint of the run holds: "model" (what `load_run` reads) and "optimizer", named by field. In
+    jax's leaf order (sorted keys) each is the tuple the earlier flat-list checkpoints saved, which keeps those
+    readable."""
+    return {
+        "model": {"params": state.params, "rest": state.rest},
+        "optimizer": {"opt_state": state.opt_state, "step": state.step},
+    }
+
+
 def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Train (or resume) the run `cfg` describes in `run_dir`; returns the per-epoch metrics lines.
 
@@ -190,14 +200,16 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
     del model
     state = replicate(state, mesh)
 
-    latest, best = Checkpoints(run.latest), Checkpoints(run.best)
+    latest, best = Checkpoints(run.latest, max_to_keep=2), Checkpoints(run.best)
     held.callback(latest.close)  # on every way out: Orbax's threads must not outlive a failed run
     held.callback(best.close)
     progress_info = {"epoch": 0, "batch": 0, "sums": {}, "best_map5": -1.0, "best_epoch": -1}
-    if latest.latest_step() is not None:
-        trees, progress_info = latest.restore({"model": (state.params, state.rest), "optimizer": (state.opt_state, state.step)})
-        (params, rest), (opt_state, step) = trees["model"], trees["optimizer"]
-        state = TrainState(params, rest, opt_state, step)
+    resumed = latest.latest_step() is not None
+    if resumed:
+        trees, progress_info = latest.restore(checkpoint_trees(state), fall_back=log)
+        model_trees, optimizer_trees = trees["model"], trees["optimizer"]
+        state = TrainState(model_trees["params"], model_trees["rest"], optimizer_trees["opt_state"], optimizer_trees["step"])
+        latest.discard_after(int(state.step))  # damaged steps, skipped above: this run writes them again
         log(f"resuming {run.path} at epoch {progress_info['epoch'] + 1}, batch {progress_info['batch']}")
     if is_main:
         run.keep_epochs_before(progress_info["epoch"])
@@ -209,8 +221,13 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
     divergence = DivergenceWatch(cfg.lr, log)
 
     def last_good() -> str:
+        """The checkpoint to fall back on; a NaN after a resume is the training diverging, not damaged files,
+        since what the run resumed from was verified when it was read (`Checkpoints.restore`)."""
         step = latest.latest_step()
-        return f"its last good checkpoint is step {step} in {run.latest}" if step is not None else "no checkpoint was saved"
+        if step is None:
+            return "no checkpoint was saved"
+        verified = " (the checkpoint it resumed from was verified when read: the training diverged)" if resumed else ""
+        return f"its last good checkpoint is step {step} in {run.latest}{verified}"
 
     def save_latest(epoch: int, batch: int, sums: _EpochSums) -> None:
         if not _all_finite(state.params):
@@ -220,7 +237,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
                 "(--warmup-steps) in a new --run directory"
             )
         info = dict(progress_info, epoch=epoch, batch=batch, sums=sums.to_json())
-        latest.save(int(state.step), {"model": (state.params, state.rest), "optimizer": (state.opt_state, state.step)}, info)
+        latest.save(int(state.step), checkpoint_trees(state), info)
 
     stream = train_batches(
         data.train.data,
@@ -303,7 +320,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         )
         if val["map@5"] > progress_info["best_map5"]:
             progress_info.update(best_map5=val["map@5"], best_epoch=epoch)
-            best.save(epoch, {"model": (state.params, state.rest)}, dict(progress_info, epoch=epoch + 1))
+            best.save(epoch, {"model": checkpoint_trees(state)["model"]}, dict(progress_info, epoch=epoch + 1))
         save_latest(epoch + 1, 0, _EpochSums())
 
     stream.close()  # stops the worker processes now rather than at garbage collection

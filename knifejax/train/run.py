@@ -8,7 +8,7 @@
       metrics.jsonl        one JSON line per finished epoch
       curves.png           loss (log scale) and MAP@5 per epoch, redrawn after each epoch
       test_metrics.json    the final model on --test-data, once, at the end
-      checkpoints/latest/  Orbax: full training state + data position, newest only
+      checkpoints/latest/  Orbax: full training state + data position, the two newest steps
       checkpoints/best/    Orbax: the state of the epoch with the best validation MAP@5
 """
 
@@ -185,10 +185,15 @@ def build_model(cfg: TrainConfig, num_classes: int, *, initial_weights: bool = T
     return model
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message.removeprefix("warning: "), stacklevel=3)
+
+
 def load_run(run_dir: str | Path, which: str = "best") -> tuple[nnx.Module, TrainConfig, list[str]]:
     """The trained model of a run (in eval mode), its config and class names.
 
-    which: "best" (highest validation MAP@5) or "latest".
+    which: "best" (highest validation MAP@5) or "latest". Every array is checked against the checksum saved
+    with it; a damaged newest "latest" step is named in a warning and the step before it is loaded instead.
     """
     run = RunDir(run_dir)
     if not run.config.exists():
@@ -205,8 +210,10 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[nnx.Module, Trai
         warnings.simplefilter("ignore")  # a fresh head is expected: the checkpoint replaces it
         model = build_model(cfg, cfg.num_classes or len(names), initial_weights=False)
     _, params, rest = nnx.split(model, nnx.Param, ...)
-    trees, _ = checkpoints.restore({"model": (params, rest)})
-    checkpoints.close()
-    nnx.update(model, *trees["model"])
+    try:
+        trees, _ = checkpoints.restore({"model": {"params": params, "rest": rest}}, fall_back=_warn)
+    finally:
+        checkpoints.close()
+    nnx.update(model, trees["model"]["params"], trees["model"]["rest"])
     model.eval()
     return model, cfg, names
