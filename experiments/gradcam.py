@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from experiments import compare_architectures, runner
 from experiments.members import run_members, write_results
+from knifejax.atomic_write import write_text_atomically
 from knifejax.ensemble import load_member
 from knifejax.explain.batch import Explanations, explain_images, write_explanations
 from knifejax.explain.overlay import overlay
@@ -43,7 +44,7 @@ def explain_run(run: dict, out: Path, log) -> tuple[Explanations, list[str], dic
     member = load_member(run["run_dir"], "latest")
     prepared = prepare_data(member.config, member.size, log)
     split, role = (prepared.test, "test") if prepared.test is not None else (prepared.val, "validation")
-    images = split.data.images[split.indices]
+    images = split.data.read(split.indices)
     explained = explain_images(member.model, images, member.mean, member.std, split.labels)
     layer = member.model.grad_cam_layer
     correct = int((explained.predicted == explained.labels).sum())
@@ -124,7 +125,7 @@ def write_table(document: dict, path: Path) -> Path:
         lines.append(f"| {run['setting']} | `{run['layer']}` | {run['images']} ({run['split']}) | {run['correct']} | "
                      f"{run['failed']} |")  # fmt: skip
     lines += ["", f"Command: `{document['command']}`; total wall time {document['wall_seconds']:.0f} s.", ""]  # fmt: skip
-    path.write_text("\n".join(lines))
+    write_text_atomically(path, "\n".join(lines))
     return path
 
 

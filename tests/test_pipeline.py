@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from knifejax.data import ImageFolderSource, SyntheticKnives
-from knifejax.data.cache import decode_source, resize_square
+from knifejax.data.cache import checksums_path, decode_source, resize_square
 from knifejax.data.pipeline import epoch_order, eval_batches, train_batches
 from knifejax.data.transforms import Augment
 
@@ -31,8 +31,9 @@ def test_cache_holds_the_resized_images_and_is_reused_until_a_file_changes(tmp_p
     first = decode_source(source, 16, cache_dir=tmp_path / "cache")
     for i in range(len(source)):
         expected = np.asarray(Image.fromarray(source[i]["image"]).resize((16, 16), Image.Resampling.BILINEAR))
-        np.testing.assert_array_equal(first.images[i], expected)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.path.name]  # no partial file left
+        np.testing.assert_array_equal(first.read(i), expected)
+    # the cache and its checksums, no partial file left
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([first.path.name, checksums_path(first.path).name])
 
     again = decode_source(source, 16, cache_dir=tmp_path / "cache")
     assert again.path == first.path

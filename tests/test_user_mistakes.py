@@ -15,7 +15,7 @@ from PIL import Image
 
 from knifejax.cli import main as cli_main
 from knifejax.data import CsvSource, DataError, validate
-from knifejax.data.cache import decode_source, source_fingerprint
+from knifejax.data.cache import checksums_path, decode_source, source_fingerprint
 from knifejax.errors import UserError, reported_errors
 from knifejax.train.loop import DivergenceWatch
 from tests.cli_errors import refused
@@ -170,6 +170,25 @@ def test_a_damaged_decode_cache_is_named(tmp_path):
     damaged = decode_source(source, 16, tmp_path / "cache")
     with pytest.raises(DataError, match=re.escape(str(data.path)) + ".*damaged.*delete the file"):
         damaged.images
+
+
+def test_damage_inside_a_decode_cache_is_found_by_the_read_that_meets_it(tmp_path):
+    """A cache zeroed or flipped where the pixels are, its size and header intact: the checksums saved beside it
+    name the first damaged image read; a cache without its checksums is decoded again."""
+    source = CsvSource(_study_set(tmp_path, _rows()))
+    data = decode_source(source, 16, tmp_path / "cache")
+    images = data.read(np.arange(len(data))).copy()
+    content = bytearray(data.path.read_bytes())
+    content[len(content) - 2 * 16 * 16 * 3 + 5] ^= 0x01  # a bit of the last-but-one image
+    data.path.write_bytes(bytes(content))
+    damaged = decode_source(source, 16, tmp_path / "cache")
+    np.testing.assert_array_equal(damaged.read(np.arange(len(data) - 2)), images[:-2])  # the images before it
+    with pytest.raises(DataError, match=re.escape(f"{data.path}: image {len(data) - 2} does not match the checksum "
+                       "saved with it: the decoded-image cache is damaged; delete it and ")):  # fmt: skip
+        damaged.read(np.arange(len(data)))
+    checksums_path(data.path).unlink()
+    rebuilt = decode_source(source, 16, tmp_path / "cache")
+    np.testing.assert_array_equal(rebuilt.read(np.arange(len(data))), images)
 
 
 # --- how the entry points report ------------------------------------------------------------------------------

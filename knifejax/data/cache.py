@@ -8,12 +8,19 @@ data-loader workers map into memory instead of receiving a copy.
 The file's name is a fingerprint of the source (paths, sizes and modification times of its files, or
 the synthetic set's parameters) and the size, so a changed dataset is decoded again, never served stale.
 A half-written cache is never used: it is written under a temporary name and renamed when complete.
+
+Each image's CRC-32 is computed as it is decoded and kept beside the cache (`<name>.crc32.npy`, written
+before the cache is renamed into place); every read (`DecodedImages.read`) checks the images it reads, so
+damage is found in the pass that reads the images anyway, never by a second pass over the file. A cache
+without its checksums (from an earlier knifejax, or half-deleted) is decoded again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ import grain
 import numpy as np
 from PIL import Image
 
+from knifejax.atomic_write import write_bytes_atomically
 from knifejax.data.errors import DataError
 from knifejax.errors import UserError
 from knifejax.data.workers import allow_grain_workers
@@ -107,6 +115,15 @@ class CacheSpaceError(UserError, OSError):
     """The decoded-image cache does not fit on its disk."""
 
 
+def checksums_path(path: Path) -> Path:
+    """Where the per-image CRC-32s of the cache file `path` are kept."""
+    return path.with_name(f"{path.stem}.crc32.npy")
+
+
+def _crc32(image: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(image).reshape(-1))
+
+
 class DecodedImages:
     """The images of a source as one uint8 array (N, size, size, 3), and its labels.
 
@@ -119,6 +136,21 @@ class DecodedImages:
         self.size = size
         self.path = path
         self._array = array
+        self._checksums: np.ndarray | None = None
+
+    def read(self, items) -> np.ndarray:
+        """`images[items]` (an index or an index array), each image read checked against its checksum."""
+        images = self.images[items]
+        if self.path is not None:
+            indices = np.atleast_1d(np.arange(len(self))[items])
+            for index, image in zip(indices, images.reshape(-1, *images.shape[-3:])):
+                if _crc32(image) != self._checksums[index]:
+                    raise DataError(
+                        f"{self.path}: image {index} does not match the checksum saved with it: the decoded-image "
+                        f"cache is damaged; delete it and {checksums_path(self.path).name} beside it, then run the "
+                        "same command again, which decodes the images anew"
+                    )
+        return images
 
     @property
     def images(self) -> np.ndarray:
@@ -127,20 +159,23 @@ class DecodedImages:
         return self._array
 
     def _open_cache(self) -> np.ndarray:
-        """The cache file as a memory map, after checking it holds exactly this set's images."""
+        """The cache file as a memory map, after checking it holds exactly this set's images, and its checksums."""
         expected = (len(self.labels), self.size, self.size, 3)
         try:
             array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            checksums = np.load(checksums_path(self.path), allow_pickle=False)
         except (OSError, ValueError, EOFError) as error:
             raise DataError(
                 f"{self.path}: the decoded-image cache is damaged ({error}); delete the file and run the same "
                 "command again, which decodes the images anew"
             ) from error
-        if array.shape != expected or array.dtype != np.uint8:
+        if array.shape != expected or array.dtype != np.uint8 or checksums.shape != expected[:1]:
             raise DataError(
-                f"{self.path}: the decoded-image cache holds {array.dtype} {array.shape}, not uint8 {expected}; "
-                "delete the file and run the same command again, which decodes the images anew"
+                f"{self.path}: the decoded-image cache holds {array.dtype} {array.shape} with {checksums.shape[0]} "
+                f"checksums, not uint8 {expected} with {expected[0]}; delete the file and run the same command again, "
+                "which decodes the images anew"
             )
+        self._checksums = checksums
         return array
 
     def __len__(self) -> int:
@@ -149,7 +184,7 @@ class DecodedImages:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         if self.path is not None:
-            state["_array"] = None
+            state["_array"] = state["_checksums"] = None
         return state
 
 
@@ -169,7 +204,7 @@ def decode_source(
     path = None
     if cache_dir is not None and fingerprint is not None:
         path = Path(cache_dir) / f"{fingerprint}-{size}px.npy"
-        if path.exists():
+        if path.exists() and checksums_path(path).exists():
             return DecodedImages(source.labels, source.class_names, size, path)
     n = len(source)
     if path is None:
@@ -179,14 +214,19 @@ def decode_source(
         _remove_stale_partials(path)
         partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
         array = _allocated_memmap(partial, (n, size, size, 3))
+    checksums = np.empty(n, np.uint32)
     for index, image in enumerate(_decoded(source, size, workers)):
         array[index] = image
+        checksums[index] = _crc32(image)
         if progress is not None:
             progress(index + 1, n)
     if path is None:
         return DecodedImages(source.labels, source.class_names, size, None, array)
     array.flush()
     del array
+    saved = io.BytesIO()
+    np.save(saved, checksums)
+    write_bytes_atomically(checksums_path(path), saved.getvalue())
     os.replace(partial, path)
     return DecodedImages(source.labels, source.class_names, size, path)
 

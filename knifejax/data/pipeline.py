@@ -54,7 +54,7 @@ class _TrainBatch:
         start, stop = self.rows
         items = self.indices[self.order(epoch)[batch * self.batch_size + start : batch * self.batch_size + stop]]
         ranks = np.argsort(np.argsort(items))
-        images = self.data.images[np.sort(items)][ranks]  # one forward pass over the memory map
+        images = self.data.read(np.sort(items))[ranks]  # one forward pass over the memory map, checked
         if self.cfg is not None:
             images = np.stack([augment(im, self.cfg, self.seed, epoch, int(i)) for im, i in zip(images, items)])
         return {"images": images, "labels": self.data.labels[items].astype(np.int32)}
@@ -116,7 +116,7 @@ class _EvalBatch:
         start, stop = self.rows
         items = items[start:stop]
         return {
-            "images": np.asarray(self.data.images[items]),
+            "images": np.asarray(self.data.read(items)),
             "labels": self.data.labels[items].astype(np.int32),
             "valid": np.asarray(valid),
         }

@@ -244,7 +244,8 @@ class MemberData:
         def at(size: int) -> Split:
             if size == data.size:
                 return Split.whole(data)
-            return Split.whole(DecodedImages(data.labels, data.class_names, size, None, _resized(data.images, size)))
+            images = [data.read(i) for i in range(len(data))]  # each checked against the cache's checksums
+            return Split.whole(DecodedImages(data.labels, data.class_names, size, None, _resized(images, size)))
 
         base = None if data.path is None else _hash(data.path.name, data.labels.tobytes())
         items = [MemberItems(None if base is None else _hash(base, str(m.size)), functools.partial(at, m.size))
