@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 import knifejax
+from knifejax.atomic_write import write_text_atomically
 from knifejax.data.synthetic import NUM_CLASSES, render_knife
 from knifejax.data.transforms import Augment, augment, draw_params, rng_for
 from knifejax.train.steps import init_state, make_train_step
@@ -213,8 +214,7 @@ def main() -> None:
         f"({agree['differing_pixels_per_image']:.1f} per image differ), max abs diff {agree['max_abs_diff']}"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_text_atomically(args.json, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

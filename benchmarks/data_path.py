@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 import knifejax as kj
+from knifejax.atomic_write import write_text_atomically
 from knifejax.data.cache import decode_source
 from knifejax.data.pipeline import train_batches
 from knifejax.data.synthetic import SyntheticKnives
@@ -156,8 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {name:15s} {rate:9.1f} img/s")
     print(f"  fed / in-memory: {result['fed_over_in_memory']:.3f} (target >= 0.95)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_text_atomically(args.json, json.dumps(result, indent=1))
     return result
 
 

@@ -428,8 +428,10 @@ def write_docs(json_dir: Path, docs: Path) -> None:
     results = [json.loads(path.read_text()) for path in sorted(json_dir.glob("*.json"))]
     if not results:
         raise SystemExit(f"no JSON results in {json_dir}: run with --all (or --json into it) first")
+    from knifejax.atomic_write import write_text_atomically
+
     try:
-        docs.write_text(replace_block(docs.read_text(), markdown_table(results)))
+        write_text_atomically(docs, replace_block(docs.read_text(), markdown_table(results)))
     except ValueError as error:
         raise SystemExit(f"{docs}: {error}") from None
     print(f"wrote the table of {len(results)} configuration(s) into {docs}")
@@ -454,8 +456,10 @@ def run_one(args, frameworks: list[str], device: str, json_path: Path | None) ->
     result = summarise(args, device, *run_rounds(args, frameworks, device))
     print_table(result, frameworks)
     if json_path:
+        from knifejax.atomic_write import write_text_atomically
+
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomically(json_path, json.dumps(result, indent=2) + "\n")
 
 
 def add_step_arguments(parser: argparse.ArgumentParser) -> None:

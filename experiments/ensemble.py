@@ -24,6 +24,7 @@ import numpy as np
 from experiments import compare_architectures, runner, study_results
 from experiments.members import run_members, write_results
 from experiments.presets import PRESETS
+from knifejax.atomic_write import write_text_atomically
 from knifejax.ensemble import StackerConfig, average_scores, build_ensemble, load_member
 from knifejax import study
 from knifejax.metrics import chance_map_at_k, ranking_metrics, standard_errors
@@ -136,7 +137,7 @@ def write_table(document: dict, path: Path) -> Path:
         "preset the ensembles here combine the same four (EfficientNet-B3 is a Table 3 row only).",
         "", f"Command: `{document['command']}`; total wall time {document['wall_seconds']:.0f} s.", "",
     ]  # fmt: skip
-    path.write_text("\n".join(lines))
+    write_text_atomically(path, "\n".join(lines))
     return path
 
 

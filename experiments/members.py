@@ -12,6 +12,7 @@ from pathlib import Path
 
 from experiments import runner
 from experiments.presets import PRESETS
+from knifejax.atomic_write import write_text_atomically
 
 
 def parser(experiment: runner.Experiment, source: runner.Experiment) -> argparse.ArgumentParser:
@@ -64,5 +65,5 @@ def write_results(experiment: runner.Experiment, argv: list[str], args: argparse
         "wall_seconds": time.perf_counter() - started,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
+    write_text_atomically(out / "results.json", json.dumps(document, indent=1) + "\n")
     return document

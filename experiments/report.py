@@ -28,6 +28,7 @@ from experiments.presets import format_lr
 from experiments.runner import default_out
 from experiments.tables import by_setting, write_table
 from knifejax import study
+from knifejax.atomic_write import write_text_atomically
 from knifejax.models.registry import split_model_name
 
 ORDER = ("sweep_lr", "sweep_scheduler", "sweep_batch", "compare_optimizers", "transfer_modes",
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> Path:
     ]  # fmt: skip
     if missing:
         head += ["Not run yet (no results found): " + ", ".join(missing) + ".", ""]
-    args.out.write_text("\n".join(head + sections))
+    write_text_atomically(args.out, "\n".join(head + sections))
     print(f"wrote {args.out} ({len(sections)} experiments, {len(missing)} missing) and its figures in {images}")
     return args.out
 

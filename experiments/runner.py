@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import CommandParser, ConfigError, reported_errors
 from knifejax.models.pretrained import PretrainedUnavailableError
 from knifejax.models.weights_folder import full_name, is_packaged, missing_weights_message, weights_in_folder  # fmt: skip
@@ -298,7 +299,7 @@ def _spent(path: Path) -> float:
 
 def _record(path: Path, seconds: float, finished: bool) -> None:
     if path.is_dir():
-        _runner_file(path).write_text(json.dumps({"wall_seconds": seconds, "finished": finished}) + "\n")
+        write_text_atomically(_runner_file(path), json.dumps({"wall_seconds": seconds, "finished": finished}) + "\n")
 
 
 def _summarise_model(rd: RunDir) -> dict:
@@ -419,7 +420,7 @@ def results_document(experiment: Experiment, preset: Preset, description: str, r
 def write_outputs(experiment: Experiment, document: dict, out: Path, draw: bool = True) -> list[Path]:
     """results.json always; with `draw`, once every run is in, table.md and the figures too."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(_finite(document), indent=1) + "\n")
+    write_text_atomically(out / "results.json", json.dumps(_finite(document), indent=1) + "\n")
     written = [out / "results.json"]
     if draw and document["complete"]:
         written.append(write_table(experiment, document, out / "table.md"))

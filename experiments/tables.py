@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.study_results import Reading
+from knifejax.atomic_write import write_text_atomically
 
 
 @dataclass(frozen=True)
@@ -148,5 +149,5 @@ def write_table(experiment, document: dict, path: Path) -> Path:
         lines += ["", "Notes:", *(f"- {n}" for n in notes)]
     lines += ["", f"Command: `{document['command'].strip()}`; total wall time of this invocation "
               f"{_duration(document['wall_seconds'])}.", ""]  # fmt: skip
-    path.write_text("\n".join(lines))
+    write_text_atomically(path, "\n".join(lines))
     return path

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import knifejax as kj
+from knifejax.atomic_write import write_text_atomically
 from knifejax.ensemble import DataSpec, build_ensemble, load_member
 from knifejax.metrics import chance_map_at_k, reciprocal_ranks
 from knifejax.plots import plot_ensemble_comparison
@@ -97,8 +98,8 @@ def main() -> None:
     table += [f"| {name} | {p['map@5_minus_average']:+.3f} ± {p['se']:.3f} |" for name, p in paired.items()]
     fits = {name: e.fit_info for name, e in ensembles.items() if e.fit_info}
     results = {"title": title, "rows": rows, "paired_vs_average": paired, "stacked_fits": fits, "chance": chance}
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "results.md").write_text(title + "\n\n" + "\n".join(table) + "\n")
+    write_text_atomically(out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_text_atomically(out / "results.md", title + "\n\n" + "\n".join(table) + "\n")
     print("\n" + title + "\n" + "\n".join(table))
     print(f"\ntraining {trained - started:.0f} s, ensembles and evaluation {time.perf_counter() - trained:.0f} s; "
           f"figure: {args.figure}")  # fmt: skip

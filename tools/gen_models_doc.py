@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 import knifejax as kj
+from knifejax.atomic_write import write_text_atomically
 from knifejax.models.layers import BatchNorm2d, Conv2d, LayerNorm, symmetric_padding
 from tests.reference import import_timm
 
@@ -399,7 +400,7 @@ def main() -> None:
     timm = import_timm()
     page = render(timm)
     OUTPUT.parent.mkdir(exist_ok=True)
-    OUTPUT.write_text(page)
+    write_text_atomically(OUTPUT, page)
     print(f"wrote {OUTPUT.relative_to(ROOT)} ({len(kj.list_models())} models, parameter counts equal timm's)")
 
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import knifejax
+from knifejax.atomic_write import write_text_atomically
 from tests.reference import import_timm
 
 FIELDS = (
@@ -40,7 +41,7 @@ def pretrained_cfgs(architectures: list[str]) -> dict:
 def main() -> None:
     out = pretrained_cfgs(knifejax.list_models())
     path = Path(knifejax.__file__).parent / "models" / "pretrained_cfgs.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    write_text_atomically(path, json.dumps(out, indent=1) + "\n")
     print(f"wrote {len(out)} architectures to {path}")
 
 

@@ -12,7 +12,7 @@ misses the cache instead of reading stale features. Files are written under a te
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from knifejax.atomic_write import write_bytes_atomically
 from knifejax.data.split import Split
 from knifejax.ensemble.data import MemberItems
 from knifejax.ensemble.members import Member
@@ -87,6 +88,6 @@ class FeatureCache:
 
 def _save_atomically(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial.npy")
-    np.save(partial, array)
-    os.replace(partial, path)
+    npy = io.BytesIO()
+    np.save(npy, array)
+    write_bytes_atomically(path, npy.getvalue())

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jax
 
+from knifejax.atomic_write import write_text_atomically
 from knifejax.ensemble.members import EnsembleError, load_member
 from knifejax.ensemble.model import Ensemble
 from knifejax.ensemble.stacking import StackerConfig, init_stacker
@@ -66,9 +67,7 @@ def save_ensemble(ensemble: Ensemble, directory: str | Path) -> Path:
         checkpoints = Checkpoints(stacker_dir)
         checkpoints.save(0, {"stacker": ensemble.stacker}, {"fit": ensemble.fit_info})
         checkpoints.close()
-    partial = directory / f".{ENSEMBLE_FILE}.{os.getpid()}"
-    partial.write_text(json.dumps(spec, indent=1) + "\n")
-    os.replace(partial, directory / ENSEMBLE_FILE)
+    write_text_atomically(directory / ENSEMBLE_FILE, json.dumps(spec, indent=1) + "\n")
     ensemble.use_directory(directory)
     return directory
 
