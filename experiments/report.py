@@ -17,7 +17,6 @@ import argparse
 import importlib
 import json
 import math
-import shutil
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from experiments.presets import format_lr
 from experiments.runner import default_out
 from experiments.tables import by_setting, write_table
 from knifejax import study
-from knifejax.atomic_write import write_text_atomically
+from knifejax.atomic_write import write_bytes_atomically, write_text_atomically
 from knifejax.models.registry import split_model_name
 
 ORDER = ("sweep_lr", "sweep_scheduler", "sweep_batch", "compare_optimizers", "transfer_modes",
@@ -266,7 +265,7 @@ def section(name: str, folder: Path, images: Path, docs: Path) -> str:
     lines = [f"## {document['title']}", "", f"`python -m experiments.{name}`", ""]
     for figure in figures:
         target = images / f"{name}_{figure.name}"
-        shutil.copyfile(figure, target)
+        write_bytes_atomically(target, figure.read_bytes())
         lines += [f"![{figure.stem}]({target.relative_to(docs).as_posix()})", ""]
     lines += [f"**Finding.** {FINDINGS[name](document)}", ""]
     if name in EPOCH_READINGS:

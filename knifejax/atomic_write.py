@@ -8,9 +8,13 @@ removes its temporary file.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from PIL import Image
 
 
 def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
@@ -29,3 +33,10 @@ def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
 
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def save_image_atomically(path: str | os.PathLike[str], image: Image.Image, **options: Any) -> None:
+    """`image.save(path, **options)`, atomically; the format follows the suffix, as PIL's own `save`."""
+    encoded = io.BytesIO()
+    image.save(encoded, format=Image.registered_extensions()[Path(path).suffix.lower()], **options)
+    write_bytes_atomically(path, encoded.getvalue())

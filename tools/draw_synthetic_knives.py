@@ -9,13 +9,12 @@ profile), so the figure shows how fine the distinctions are under the nuisances.
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from knifejax.atomic_write import write_bytes_atomically
+from knifejax.atomic_write import save_image_atomically
 from knifejax.data.synthetic import FINISHES, FITTINGS, HANDLES, PROFILES, knife_class, render_knife
 
 
@@ -75,9 +74,7 @@ def main() -> None:
             sheet.paste(Image.fromarray(np.asarray(image)), (label_w + s * (size + pad), y))
         y += size + pad + (gap if r % 2 == 1 else 0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    png = io.BytesIO()
-    sheet.save(png, format="PNG", optimize=True)
-    write_bytes_atomically(args.out, png.getvalue())
+    save_image_atomically(args.out, sheet, optimize=True)
     print(f"wrote {args.out} ({width}x{height})")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
+from knifejax.atomic_write import save_image_atomically
 from knifejax.errors import ConfigError
 from knifejax.explain.gradcam import grad_cam_and_scores
 from knifejax.explain.overlay import overlay, plot_grid
@@ -100,7 +101,7 @@ def write_explanations(
     written = []
     for i in indices:
         path = out_dir / f"{names[i]}.png"
-        Image.fromarray(overlay(explained.images[i], explained.maps[i])).save(path)
+        save_image_atomically(path, Image.fromarray(overlay(explained.images[i], explained.maps[i])))
         written.append(path)
     colors = [
         "black" if explained.labels[i] < 0 else "green" if explained.predicted[i] == explained.labels[i] else "red"
