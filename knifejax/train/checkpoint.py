@@ -242,7 +242,10 @@ class Checkpoints:
                 return self._restore(templates, tried)
             except CheckpointDamagedError as damage:
                 if fall_back is None or index + 1 == len(steps):
-                    raise
+                    raise CheckpointDamagedError(
+                        f"{damage}; delete that folder to go back to the checkpoint before it, if there is one, or "
+                        "train the run again"
+                    ) from damage.__cause__
                 fall_back(f"warning: {damage}; falling back to step {steps[index + 1]}")
         raise AssertionError("unreachable")
 
@@ -298,7 +301,7 @@ class Checkpoints:
         """Orbax's restore of `items`; a folder it cannot read (truncated metadata, a missing file) is one line."""
         try:
             return self.manager.restore(step, args=ocp.args.Composite(**items))
-        except Exception as error:
+        except (OSError, ValueError, KeyError) as error:  # tensorstore's errors are ValueErrors, JSON's too
             first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
             raise CheckpointDamagedError(
                 f"{self.directory / str(step)} is damaged: Orbax cannot read it ({first[:300]})"
