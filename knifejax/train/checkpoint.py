@@ -325,17 +325,11 @@ def _check_same_arrays(folder: Path, name: str, leaves: dict[str, Any], saved: d
     missing = [key for key in leaves if key not in saved]
     extra = [key for key in saved if key not in leaves]
     if missing or extra:
+        differences = [f"{len(missing)} arrays missing (first {missing[0]})"] if missing else []
+        differences += [f"{len(extra)} arrays unknown here (first {extra[0]})"] if extra else []
         raise CheckpointMismatchError(
-            f"{folder} holds another model's {name}: "
-            + "; ".join(
-                part
-                for part in (
-                    f"{len(missing)} arrays missing (first {missing[0]})" if missing else "",
-                    f"{len(extra)} arrays unknown here (first {extra[0]})" if extra else "",
-                )
-                if part
-            )
-            + "; load it with the configuration it was trained with"
+            f"{folder} holds another model's {name}: {'; '.join(differences)}; load it with the configuration it "
+            "was trained with"
         )
     for key, leaf in leaves.items():
         leaf = _abstract(leaf)
