@@ -263,8 +263,9 @@ def compile_cache(folder: str) -> Iterator[None]:
 
     Measured on the 2-core CPU: a Lite0 train step compiled in a fresh process took 14-16 s, loaded from
     this cache 3.4 s (tracing and lowering remain); the evaluation step, identical in every run of an
-    experiment, 1.5 s -> 0.6 s. Steps differing only in the learning rate still compile each: the rate is a
-    constant inside the step.
+    experiment, 1.5 s -> 0.6 s. Runs that differ only in the recipe's numbers (rate, schedule, momentum, weight
+    decay, label smoothing: inputs of the step, `knifejax.train.optim.Hyperparameters`) share the train step's
+    program too, so only the first of them compiles it.
     """
     if folder == "off":
         yield

@@ -45,3 +45,56 @@ def test_eval_step_uses_running_statistics():
     model.eval()
     assert logits.dtype == np.float32
     np.testing.assert_allclose(np.asarray(logits), np.asarray(forward(model, x)), rtol=1e-5, atol=1e-6)
+
+
+class _Tiny(nnx.Module):
+    """Enough of a network for the step's bookkeeping: a convolution, BatchNorm, a linear head."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+        self.bn = nnx.BatchNorm(4, rngs=rngs)
+        self.head = nnx.Linear(4, 5, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(jax.nn.relu(self.bn(self.conv(x))).mean(axis=(1, 2)))
+
+
+def test_a_state_s_numbers_drive_the_step_and_new_numbers_reuse_its_program():
+    """The recipe's numbers in the state (rate, schedule, momentum, weight decay, label smoothing) give what the
+    optimizer built with them and the label_smoothing argument give, within 1e-6 relative (constants and inputs
+    may round differently once, see tests/test_optim.py), and another setting runs without a new trace."""
+    x, y = _batch(size=8)
+    recipe = dict(schedule="cosine", total_steps=6, warmup_steps=1, momentum=0.9, weight_decay=0.01)
+    numbers = kj.train.hyperparameters(0.05, **recipe, label_smoothing=0.1)
+    other = kj.train.hyperparameters(0.2, "constant", momentum=0.5, weight_decay=0.01, label_smoothing=0.0)
+    optimizer = kj.make_optimizer("sgd", 0.05, **recipe)
+    step = make_train_step(graphdef := nnx.graphdef(_Tiny(nnx.Rngs(0))), optimizer)
+    built = make_train_step(graphdef, optimizer, label_smoothing=0.1)
+
+    def run(step, hyper, steps=4):
+        _, state = init_state(_Tiny(nnx.Rngs(0)), optimizer, hyper=hyper)
+        traces = []
+
+        def listen(event: str, seconds: float, **kwargs) -> None:
+            if event == "/jax/core/compile/jaxpr_trace_duration":
+                traces.append(event)
+
+        jax.monitoring.register_event_duration_secs_listener(listen)
+        try:
+            for _ in range(steps):
+                state, metrics = step(state, x, y)
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listen)
+        return state, metrics, len(traces)
+
+    traced, traced_metrics, first_traces = run(step, numbers)
+    constant, constant_metrics, _ = run(built, None)
+    np.testing.assert_allclose(float(traced_metrics["loss"]), float(constant_metrics["loss"]), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(traced.params), jax.tree.leaves(constant.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    schedule = kj.make_schedule(0.05, "cosine", total_steps=6, warmup_steps=1)
+    assert float(kj.current_learning_rate(traced.opt_state)) == pytest.approx(float(schedule(3)), rel=1e-6)
+    assert first_traces >= 1  # the listener hears the step being traced
+    moved, _, traces = run(step, other, steps=1)
+    assert traces == 0  # the other setting ran in the same program
+    assert float(kj.current_learning_rate(moved.opt_state)) == pytest.approx(0.2)

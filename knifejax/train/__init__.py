@@ -6,8 +6,10 @@
 from knifejax.train.optim import (
     OPTIMIZERS,
     SCHEDULES,
+    Hyperparameters,
     current_learning_rate,
     decay_mask_timm,
+    hyperparameters,
     make_optimizer,
     make_schedule,
 )
@@ -21,8 +23,10 @@ __all__ = [
     "to_model",
     "OPTIMIZERS",
     "SCHEDULES",
+    "Hyperparameters",
     "current_learning_rate",
     "decay_mask_timm",
+    "hyperparameters",
     "make_optimizer",
     "make_schedule",
 ]

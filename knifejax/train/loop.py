@@ -1,7 +1,7 @@
 """`fit`: one training run from a TrainConfig into a run directory, resumable at any point.
 
-Exact resume: the run checkpoints the whole TrainState with its data position (epoch, batch) at every
-epoch's end and, with `checkpoint_every`, every N steps. Since every batch is a pure function of
+Exact resume: the run checkpoints the whole TrainState (but its recipe numbers, which come from the config)
+with its data position (epoch, batch) at every epoch's end and, with `checkpoint_every`, every N steps. Since every batch is a pure function of
 (seed, epoch, batch number) (`knifejax.data.pipeline`), a run killed at any point and started again with
 the same command replays the same batches from its last checkpoint and ends with the same parameters,
 bit for bit on CPU.
@@ -37,7 +37,7 @@ from knifejax.predict import predict
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.data_setup import prepare_data
-from knifejax.train.optim import current_learning_rate, decay_mask_timm, make_optimizer
+from knifejax.train.optim import Hyperparameters, current_learning_rate, decay_mask_timm, hyperparameters, make_optimizer
 from knifejax.train.run import RunDir, build_model, image_size, normalization
 from knifejax.train.sharding import check_batch_size, data_mesh, replicate, shard_batch
 from knifejax.train.steps import TrainState, init_state, make_eval_step, make_train_step
@@ -66,6 +66,15 @@ def augment_config(cfg: TrainConfig, size: int) -> Augment | None:
 def _no_weight_decay(model: nnx.Module) -> frozenset[str]:
     """Parameter names the model exempts from weight decay, as timm's `model.no_weight_decay()`."""
     return frozenset(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else frozenset()
+
+
+def recipe_numbers(cfg: TrainConfig, total_steps: int) -> Hyperparameters:
+    """The numbers of `cfg`'s recipe as the train step's inputs: runs that differ only in them share its program."""
+    return hyperparameters(
+        cfg.lr, cfg.schedule, total_steps=total_steps, t_max=cfg.t_max, eta_min=cfg.eta_min,
+        warmup_steps=cfg.warmup_steps, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        label_smoothing=cfg.label_smoothing,
+    )  # fmt: skip
 
 
 def build_optimizer(cfg: TrainConfig, model: nnx.Module, total_steps: int):
@@ -194,9 +203,10 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         run.write_model_summary(summary)
         log(f"{cfg.model}: {summary['parameters']:,} parameters, {summary['trainable_parameters']:,} trainable")
     normalize = normalization(cfg.norm, model.pretrained_cfg)
-    optimizer = build_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    optimizer = build_optimizer(cfg, model, total_steps)
     frozen_bn = frozen_prefixes(model, cfg.freeze_stages) if cfg.frozen_bn_eval else ()
-    graphdef, state = init_state(model, optimizer, frozen_bn)
+    graphdef, state = init_state(model, optimizer, frozen_bn, recipe_numbers(cfg, total_steps))
     del model
     state = replicate(state, mesh)
 
@@ -208,13 +218,14 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
     if resumed:
         trees, progress_info = latest.restore(checkpoint_trees(state), fall_back=log)
         model_trees, optimizer_trees = trees["model"], trees["optimizer"]
-        state = TrainState(model_trees["params"], model_trees["rest"], optimizer_trees["opt_state"], optimizer_trees["step"])
+        state = state._replace(params=model_trees["params"], rest=model_trees["rest"], opt_state=optimizer_trees["opt_state"],
+                               step=optimizer_trees["step"])  # fmt: skip
         latest.discard_after(int(state.step))  # damaged steps, skipped above: this run writes them again
         log(f"resuming {run.path} at epoch {progress_info['epoch'] + 1}, batch {progress_info['batch']}")
     if is_main:
         run.keep_epochs_before(progress_info["epoch"])
 
-    train_step = make_train_step(graphdef, optimizer, cfg.label_smoothing, normalize=normalize, precision=cfg.precision)
+    train_step = make_train_step(graphdef, optimizer, normalize=normalize, precision=cfg.precision)
     eval_step = make_eval_step(graphdef, normalize=normalize, precision=cfg.precision)
     augment = augment_config(cfg, size)
     history = run.history()

@@ -3,7 +3,9 @@
 The model is split once into its static graph (`graphdef`) and arrays: trainable parameters, and the rest
 (BatchNorm statistics, dropout RNG streams). Everything that changes during training — parameters, the
 rest, optimizer state, step — lives in one `TrainState` pytree, so jit donation, sharding and checkpointing
-treat it as a whole. The model is re-assembled inside the step with `nnx.merge(..., copy=True)`
+treat it as a whole. A state may carry its recipe's numbers (`Hyperparameters`: the rate and its schedule,
+momentum, weight decay, label smoothing) as arrays: the step then takes them from there, so one compiled step
+serves every setting that differs only in them. The model is re-assembled inside the step with `nnx.merge(..., copy=True)`
 (merging without a copy under `jax.grad` raises a trace-context error on BatchNorm).
 """
 
@@ -18,6 +20,7 @@ import optax
 from flax import nnx
 
 from knifejax.metrics import ranking_metrics
+from knifejax.train.optim import Hyperparameters
 from knifejax.train.transfer import freeze_batchnorm
 
 COMPUTE_DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
@@ -28,22 +31,27 @@ class TrainState(NamedTuple):
     rest: nnx.State
     opt_state: optax.OptState
     step: jax.Array
+    hyper: Hyperparameters | None = None  # the recipe's numbers, from its config (not checkpointed)
 
 
 def init_state(
-    model: nnx.Module, optimizer: optax.GradientTransformation, frozen_batchnorm: tuple[str, ...] = ()
+    model: nnx.Module,
+    optimizer: optax.GradientTransformation,
+    frozen_batchnorm: tuple[str, ...] = (),
+    hyper: Hyperparameters | None = None,
 ) -> tuple[nnx.GraphDef, TrainState]:
     """Split `model` into its static graph and a fresh TrainState (the model is left in train mode).
 
-    BatchNorm layers under the module paths `frozen_batchnorm` stay in eval mode in the train step.
+    BatchNorm layers under the module paths `frozen_batchnorm` stay in eval mode in the train step. With `hyper`,
+    the train step uses those numbers (the optimizer must be a `make_optimizer` one); without, the optimizer's own.
     """
     model.train()
     freeze_batchnorm(model, frozen_batchnorm)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return graphdef, TrainState(params, rest, optimizer.init(params), jnp.zeros((), jnp.int32))
+    return graphdef, TrainState(params, rest, optimizer.init(params), jnp.zeros((), jnp.int32), hyper)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float | jax.Array = 0.0) -> jax.Array:
     """Mean softmax cross-entropy in float32, with optional label smoothing (torch's definition)."""
     logits = logits.astype(jnp.float32)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
@@ -74,6 +82,9 @@ def make_train_step(
 ):
     """A jit-compiled `(state, images, labels) -> (state, metrics)`; the input state's buffers are donated.
 
+    label_smoothing: for states without `hyper`; a state with `hyper` brings its own (and its rate, momentum and
+        weight decay, given to the optimizer as `hyperparameters=`).
+
     normalize: `(mean, std)` when images arrive as uint8 (normalised on the device), None for float input.
     precision: "bf16" runs the forward and backward passes in bfloat16 on a bf16 copy of the parameters;
         the float32 parameters stay the master copy the optimizer updates, and BatchNorm statistics and
@@ -87,17 +98,19 @@ def make_train_step(
     @partial(jax.jit, donate_argnums=0)
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
         x = _inputs(images, normalize, dtype)
+        smoothing = label_smoothing if state.hyper is None else state.hyper.label_smoothing
+        numbers = {} if state.hyper is None else {"hyperparameters": state.hyper}
 
         def loss_fn(params):
             model = nnx.merge(graphdef, _cast_floats(params, dtype), state.rest, copy=True)
             logits = model(x)
             rest = jax.tree.map(lambda new, old: new.astype(old.dtype), nnx.state(model, nnx.Not(nnx.Param)), state.rest)
-            return cross_entropy(logits, labels, label_smoothing), (logits, rest)
+            return cross_entropy(logits, labels, smoothing), (logits, rest)
 
         (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **numbers)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, rest, opt_state, state.step + 1), {"loss": loss, **ranking_metrics(logits, labels)}
+        return TrainState(params, rest, opt_state, state.step + 1, state.hyper), {"loss": loss, **ranking_metrics(logits, labels)}
 
     return train_step
 
