@@ -30,6 +30,8 @@ def test_auto_takes_the_host_when_the_budget_is_too_small_and_says_why(decoded):
     ]  # the training set counted once although the validation split shares it
     assert choose_placement("auto", Augment(size=16), [decoded], jax.devices(), lines.append, limit=2 * needed) == "device"
     assert lines[-1].startswith("data placement: device (auto: the decoded images take")
+    with pytest.raises(ConfigError, match="--data-placement device: the decoded images take .* over 100%"):
+        choose_placement("device", None, [decoded], jax.devices(), lines.append, limit=needed - 1)
 
 
 def test_auto_takes_the_host_for_jitter_only_the_host_implements(decoded):

@@ -45,6 +45,8 @@ def _fails(capsys, argv: list[str], *says: str) -> str:
         (["--rotation", "90", "10"], "--rotation MIN MAX"),
         (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
         (["--optimizer", "adamm"], "argument --optimizer: invalid choice"),
+        (["--data-placement", "device", "--hue", "0.1"], "--data-placement device does not implement hue jitter"),
+        (["--data-placement", "gpu"], "argument --data-placement: invalid choice"),
     ],
 )
 def test_bad_training_arguments_are_refused_before_any_work(tmp_path, capsys, flags, says):

@@ -236,7 +236,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
 
     placement = choose_placement(
         cfg.data_placement, augment, [split.data for split in (data.train, data.val, data.test) if split is not None],
-        jax.local_devices(), log if is_main else lambda line: None,
+        jax.local_devices(), log,
     )
     placed = {}  # DecodedImages id -> its DeviceImages: a validation split carved from the training set shares it
 
@@ -249,6 +249,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
 
     feed = dict(augment_cfg=augment, seed=cfg.seed, epoch=progress_info["epoch"], start_batch=progress_info["batch"],
                 end_epoch=cfg.epochs, process_index=jax.process_index(), process_count=jax.process_count())
+    val_placed = on_device(data.val)  # placed before the first epoch, so that its timings do not hold the copy
     if placement == "device":
         stream = device_train_batches(on_device(data.train), data.train.indices, cfg.batch_size, **feed)
     else:
@@ -299,7 +300,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         sums.seconds += time.perf_counter() - started
 
         eval_started = time.perf_counter()
-        val_logits = predict(partial(eval_step, state), data.val, cfg.batch_size, mesh, on_device(data.val))
+        val_logits = predict(partial(eval_step, state), data.val, cfg.batch_size, mesh, val_placed)
         val = evaluation_metrics(val_logits, data.val.labels)
         line = {
             "epoch": epoch,

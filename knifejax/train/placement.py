@@ -16,6 +16,7 @@ from knifejax.data.cache import DecodedImages
 from knifejax.data.device_augment import unsupported
 from knifejax.data.device_batches import device_bytes
 from knifejax.data.transforms import Augment
+from knifejax.errors import ConfigError
 from knifejax.memory import memory_budget
 
 PLACEMENTS = ("auto", "device", "host")
@@ -34,15 +35,23 @@ def choose_placement(
 ) -> str:
     """`asked` unless it is "auto"; then "device" when the distinct `datasets` fit in `DEVICE_SHARE` of each of
     `devices`' memory (`limit`: the bytes per device, instead of what the devices report) and the device
-    augmentation implements `augment_cfg`, otherwise "host". Logs the choice and why in one line."""
+    augmentation implements `augment_cfg`, otherwise "host". Logs the choice and why in one line. An asked
+    "device" that cannot fit in the whole of a known limit is refused (`ConfigError`)."""
+    distinct = {id(data): data for data in datasets}.values()
+    needed = sum(device_bytes(data) for data in distinct)
+    everything = memory_budget(needed, 1.0, devices, limit) if asked == "device" else None
+    if everything is not None and everything.limit is not None and not everything.fits:
+        raise ConfigError(
+            f"--data-placement device: the decoded images take {everything.describe()}; use --data-placement host "
+            "(or auto)"
+        )
     if asked != "auto":
         log(f"data placement: {asked} (as asked)")
         return asked
     if augment_cfg is not None and unsupported(augment_cfg):
         log(f"data placement: host (auto: {', '.join(unsupported(augment_cfg))} jitter runs only on the host)")
         return "host"
-    distinct = {id(data): data for data in datasets}.values()
-    budget = memory_budget(sum(device_bytes(data) for data in distinct), DEVICE_SHARE, devices, limit)
+    budget = memory_budget(needed, DEVICE_SHARE, devices, limit)
     choice = "device" if budget.fits else "host"
     log(f"data placement: {choice} (auto: the decoded images take {budget.describe()})")
     return choice
