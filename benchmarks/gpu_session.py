@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> dict:
             lines = result.pop("lines")
             if step.name == "b0_20_epochs" and result["outcome"] == 0:
                 result |= summarise_run(args.out / step.name, lines, result["seconds"])
+            elif step.name.startswith("data_path") and result["outcome"] == 0:
+                measured = json.loads((args.out / f"{step.name}.json").read_text())
+                result |= {"img_s": measured["img_s"], "fed_over_in_memory": measured["fed_over_in_memory"]}
             summary[step.name] = result
         write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
