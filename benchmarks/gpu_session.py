@@ -2,8 +2,8 @@
 one persistent XLA compile cache, so that what one compiled the next loads. What does not fit in `--budget`
 seconds is skipped and said so; what was measured is kept whatever happens after it.
 
-(a) b0_20_epochs: the timed 20-epoch `efficientnet_b0` run (bf16, batch 64, ~10k synthetic training images at
-    224 px) with `--data-placement device`. Reported apart: start-up and data preparation (process start to the
+(a) b0_20_epochs: the timed 20-epoch `efficientnet_b0` run (bf16, batch 64, 9,984 synthetic images at 224 px,
+    9,024 of them training) with `--data-placement device`. Reported apart: start-up and data preparation (process start to the
     placement line, the decode-once cache included), compilation (epoch 1's training time less a steady epoch's),
     and the steady state (epochs 2-20's training time, times 20/19; target <= 60 s).
 (b) data_path_b0: `benchmarks.data_path` fed / in-memory for `efficientnet_b0` bf16 batch 64, device placement.
