@@ -115,7 +115,9 @@ class TrainConfig:
     rotation: tuple[float, float] = _data((0.0, 180.0), "RandomRotation range in degrees (the study's is one-sided)")
     hflip: float = _data(0.5, "horizontal flip probability")
     vflip: float = _data(0.5, "vertical flip probability")
-    workers: int = _data(0, "data-loader worker processes (0: threads in the training process)")
+    workers: int = _data(
+        0, "worker processes decoding the images and, with the host placement, feeding training (0: threads)"
+    )
     data_placement: str = _data(
         "auto",
         "where the decoded images live: 'device' (copied once to accelerator memory, augmented there), 'host' "
