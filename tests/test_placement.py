@@ -1,4 +1,5 @@
-"""`--data-placement auto` chooses by the memory budget and the augmentation, and says why in one line; the
+"""`--data-placement auto` chooses by the memory budget and the augmentation, and says why in one line; a run may
+resume with another placement; the
 memory-budget helper reads an accelerator's limit or the machine's available RAM."""
 
 import jax
@@ -12,6 +13,7 @@ from knifejax.errors import ConfigError
 from knifejax.memory import available_ram, device_limit, memory_budget
 from knifejax.train.config import TrainConfig
 from knifejax.train.placement import choose_placement
+from knifejax.train.run import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +73,11 @@ def test_the_budget_uses_the_smallest_accelerator_limit_or_the_available_ram(tmp
     limit, source = device_limit(jax.devices("cpu"))  # a CPU reports no limit: the machine's available RAM
     assert limit is None or limit > 0
     assert "MemAvailable" in source or "unknown" in source
+
+
+def test_a_run_may_resume_with_another_placement(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.start(TrainConfig(data_placement="host"))
+    run.check_config(TrainConfig(data_placement="device"))  # the same batches either way: accepted
+    with pytest.raises(ConfigError, match="another configuration"):
+        run.check_config(TrainConfig(data_placement="device", seed=1))
