@@ -1,6 +1,6 @@
 """`--data-placement auto` chooses by the memory budget and the augmentation, and says why in one line; a run may
-resume with another placement; the
-memory-budget helper reads an accelerator's limit or the machine's available RAM."""
+resume with another placement; the memory-budget helper reads an accelerator's limit or the machine's available
+RAM."""
 
 import jax
 import pytest
