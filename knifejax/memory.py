@@ -31,7 +31,7 @@ class Budget:
         return self.limit is not None and self.needed <= self.share * self.limit
 
     def describe(self) -> str:
-        """E.g. '1.4 GiB per device within 50% of 139.8 GiB (bytes_limit of cuda:0)'."""
+        """E.g. '1.40 GiB per device, within 50% of 139.80 GiB (bytes_limit of cuda:0)'."""
         if self.limit is None:
             return f"{_gib(self.needed)} per device, against an unknown limit ({self.source})"
         verb = "within" if self.fits else "over"
@@ -60,6 +60,8 @@ def device_limit(devices: Sequence[jax.Device]) -> tuple[int | None, str]:
     if all(limit is not None for limit in limits):
         smallest = min(range(len(devices)), key=lambda i: limits[i])
         return int(limits[smallest]), f"bytes_limit of {devices[smallest]}"
+    if any(device.platform != "cpu" for device in devices):
+        return None, f"{devices[limits.index(None)]} reports no memory limit"
     ram = available_ram()
     if ram is None:
         return None, f"{devices[0]} reports no memory limit and the machine's available RAM is unknown"

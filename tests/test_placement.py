@@ -51,11 +51,13 @@ def test_device_placement_with_host_only_jitter_is_refused_in_one_line():
 
 
 class _Accelerator:
+    platform = "gpu"
+
     def __init__(self, name, limit):
         self.name, self.limit = name, limit
 
     def memory_stats(self):
-        return {"bytes_limit": self.limit, "bytes_in_use": 0}
+        return None if self.limit is None else {"bytes_limit": self.limit, "bytes_in_use": 0}
 
     def __str__(self):
         return self.name
@@ -66,6 +68,9 @@ def test_the_budget_uses_the_smallest_accelerator_limit_or_the_available_ram(tmp
     assert device_limit(gpus) == (40 * 2**30, "bytes_limit of gpu:1")
     assert memory_budget(20 * 2**30, 0.5, gpus).fits
     assert not memory_budget(20 * 2**30 + 1, 0.5, gpus).fits
+    silent = [*gpus, _Accelerator("gpu:2", None)]  # an accelerator that reports nothing: unknown, not the host's RAM
+    assert device_limit(silent) == (None, "gpu:2 reports no memory limit")
+    assert not memory_budget(1, 0.5, silent).fits
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       32000000 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n")
     assert available_ram(meminfo) == 20000000 * 1024
