@@ -9,9 +9,9 @@ timed in alternation, so that the noise of a shared machine hits them alike):
 
 1. host: seconds per image of `augment` on images already resized to the model's size (as a decode-once
    cache of resized images gives them), in one process: the cost per worker core;
-2. device: seconds per image of `augment_batch` below, the same ops under jit + vmap, with each sample's
-   parameters drawn on the host as arrays (the very draws `augment` makes), and how close its pixels are
-   to PIL's over a few batches of draws;
+2. device: seconds per image of `knifejax.data.device_augment.augment_batch`, the same ops under jit + vmap
+   (what `--data-placement device` runs), with each sample's parameters drawn on the host as arrays (the very
+   draws `augment` makes), and how close its pixels are to PIL's over a few batches of draws;
 3. what both compete with: a train step (adam, 192 classes, uint8 in, normalised inside the jit) of
    tf_efficientnet_lite0 and efficientnet_b0, seconds per image. From it: how many host cores keep up with
    the step, and the device augmentation's time as a fraction of the step's on the same device.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -39,69 +38,13 @@ import optax
 
 import knifejax
 from knifejax.atomic_write import write_text_atomically
+from knifejax.data.device_augment import augment_batch, draw_arrays
 from knifejax.data.synthetic import NUM_CLASSES, render_knife
-from knifejax.data.transforms import Augment, augment, draw_params, rng_for
+from knifejax.data.transforms import Augment, augment
 from knifejax.train.steps import init_state, make_train_step
 
 MODELS = ("tf_efficientnet_lite0", "efficientnet_b0")
 SEED = 0
-
-
-def pil_rotation(angle: float, width: int, height: int) -> list[int]:
-    """The inverse map PIL's `Image.rotate(angle, NEAREST, expand=False)` samples with, as its C code
-    (Geometry.c, `affine_fixed`) holds it: `Image.rotate`'s matrix, offset to pixel centres and rounded to
-    16.16 fixed point, so that source (x, y) = ((a2 + a0*x + a1*y) >> 16, (a5 + a3*x + a4*y) >> 16).
-    Returns [a0, a1, a2, a3, a4, a5]; computed on the host in float64 as PIL does, it gives PIL's pixels."""
-    theta = -math.radians(angle)
-    a, b = round(math.cos(theta), 15), round(math.sin(theta), 15)
-    d, e = round(-math.sin(theta), 15), round(math.cos(theta), 15)
-    cx, cy = width / 2, height / 2
-    c, f = a * -cx + b * -cy + cx, d * -cx + e * -cy + cy
-
-    def fix(v: float) -> int:
-        return math.floor(v * 65536.0 + 0.5)
-
-    return [fix(a), fix(b), fix(c + a * 0.5 + b * 0.5), fix(d), fix(e), fix(f + d * 0.5 + e * 0.5)]
-
-
-def augment_one(image: jax.Array, brightness: jax.Array, rotation: jax.Array, vflip: jax.Array, hflip: jax.Array):
-    """One uint8 (H, W, 3) image through PIL's ops, as one gather and one multiply.
-
-    Each output pixel is traced back through the flips (applied last in PIL), then through the rotation's
-    fixed-point inverse map (`pil_rotation`) to its source pixel; sources outside the image give black.
-    Brightness is PIL's `Image.blend` with black, trunc(x * float32 factor) clipped to 255, applied after
-    the gather (black stays black, so the order is free).
-    """
-    h, w, _ = image.shape
-    y, x = jnp.mgrid[0:h, 0:w]
-    y = jnp.where(vflip, h - 1 - y, y)
-    x = jnp.where(hflip, w - 1 - x, x)
-    a0, a1, a2, a3, a4, a5 = rotation
-    sx = (a2 + a0 * x + a1 * y) >> 16
-    sy = (a5 + a3 * x + a4 * y) >> 16
-    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-    pixels = image.reshape(h * w, 3)[jnp.where(inside, sy * w + sx, 0)]
-    pixels = jnp.where(inside[..., None], pixels, 0)
-    return jnp.minimum(jnp.floor(pixels.astype(jnp.float32) * brightness), 255).astype(jnp.uint8)
-
-
-@jax.jit
-def augment_batch(images: jax.Array, params: dict[str, jax.Array]) -> jax.Array:
-    """`augment_one` over a uint8 batch (B, H, W, 3), with per-sample `params` arrays from `draw_batch`."""
-    per_sample = (params["brightness"], params["rotation"], params["vflip"], params["hflip"])
-    return jax.vmap(augment_one)(images, *per_sample)
-
-
-def draw_batch(cfg: Augment, epoch: int, batch: int) -> dict[str, np.ndarray]:
-    """The draws `augment(..., SEED, epoch, index)` makes for indices 0..batch-1, as per-sample arrays:
-    brightness factor and flips (B,), the rotation as `pil_rotation`'s int32 coefficients (B, 6)."""
-    draws = [draw_params(rng_for(SEED, epoch, index), cfg) for index in range(batch)]
-    return {
-        "brightness": np.array([dict(d.jitter)["brightness"] for d in draws], np.float32),
-        "rotation": np.array([pil_rotation(d.angle, cfg.size, cfg.size) for d in draws], np.int32),
-        "vflip": np.array([d.vflip for d in draws]),
-        "hflip": np.array([d.hflip for d in draws]),
-    }
 
 
 def host_augment(images: np.ndarray, cfg: Augment, epoch: int) -> np.ndarray:
@@ -126,7 +69,7 @@ def agreement(images: np.ndarray, cfg: Augment, epochs: int = 3) -> dict[str, fl
     """Device vs PIL over `epochs` draws of each image: pixels (all channels) equal, channel max abs diff."""
     equal, max_diff = [], 0
     for epoch in range(epochs):
-        ours = np.asarray(augment_batch(images, draw_batch(cfg, epoch, len(images))))
+        ours = np.asarray(augment_batch(images, draw_arrays(cfg, SEED, epoch, np.arange(len(images)))))
         diff = np.abs(ours.astype(np.int16) - host_augment(images, cfg, epoch)).max(axis=-1)
         equal.append(float((diff == 0).mean()))
         max_diff = max(max_diff, int(diff.max()))
@@ -168,7 +111,7 @@ def main() -> None:
 
     batch, cfg = args.batch_size, Augment(size=args.image_size)
     images = np.stack([render_knife(i % NUM_CLASSES, i, size=args.image_size, seed=SEED) for i in range(batch)])
-    raw, params = jnp.asarray(images), jax.tree.map(jnp.asarray, draw_batch(cfg, 0, batch))
+    raw, params = jnp.asarray(images), jax.tree.map(jnp.asarray, draw_arrays(cfg, SEED, 0, np.arange(batch)))
     aug = medians(
         {
             "host_augment": lambda: host_augment(images, cfg, 0),

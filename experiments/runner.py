@@ -45,7 +45,7 @@ from experiments.tables import Table, write_table
 
 COMPILE_CACHE = Path(os.environ.get("KNIFEJAX_CACHE", Path.home() / ".cache" / "knifejax")) / "jax"
 # TrainConfig fields that change how a run is fed, not what it computes: ignored when matching runs.
-FEED_ONLY = ("workers", "cache_dir", "weights_dir")
+FEED_ONLY = ("workers", "data_placement", "cache_dir", "weights_dir")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ import optax
 from flax import nnx
 
 import knifejax as kj
+from knifejax.data import SyntheticKnives
+from knifejax.data.cache import decode_source
+from knifejax.data.device_batches import DeviceImages, device_train_batches
+from knifejax.data.pipeline import train_batches
+from knifejax.data.transforms import Augment
 from knifejax.train.sharding import data_mesh, replicate, shard_batch
 from knifejax.train.steps import cross_entropy, init_state, make_train_step, normalize_images
 
@@ -63,10 +68,31 @@ def main() -> None:
                 if not jax.dtypes.issubdtype(m.dtype, jax.dtypes.prng_key)]
         state_gaps[kind] = max(gaps)
         assert max(gaps) <= TOLERANCE, (kind, max(gaps))
+    device_placement_equals_host(graphdef, optimizer, mesh)
     print(
         f"4 devices equal 1: loss {float(many_loss):.6f} vs {float(one_loss):.6f}, max gradient gap {gradient_gap:.1e}, "
         f"after 3 SGD steps: params {state_gaps['params']:.1e}, BatchNorm statistics {state_gaps['rest']:.1e}"
     )
+
+
+def device_placement_equals_host(graphdef, optimizer, mesh) -> None:
+    """Images whole on each of the 4 devices, each gathering and augmenting its own rows: the host pipeline's
+    batches, split alike, and the same train steps bit for bit."""
+    decoded = decode_source(SyntheticKnives(4, 4, size=32), 32, cache_dir=None)
+    placed = DeviceImages.place(decoded, mesh)
+    assert len(placed.images.sharding.device_set) == 4 and placed.images.sharding.is_fully_replicated
+    feed = dict(augment_cfg=Augment(size=32), seed=1, epoch=0, end_epoch=2)
+    step = make_train_step(graphdef, optimizer, normalize=(MEAN, STD))
+    on_device, on_host = replicate(_state()[2], mesh), replicate(_state()[2], mesh)
+    pairs = zip(device_train_batches(placed, np.arange(16), 8, **feed), train_batches(decoded, np.arange(16), 8, **feed),
+                strict=True)  # fmt: skip
+    for (images, labels), batch in pairs:
+        assert images.sharding == shard_batch(batch["images"], mesh).sharding
+        np.testing.assert_array_equal(np.asarray(images), batch["images"])
+        on_device, _ = step(on_device, images, labels)
+        on_host, _ = step(on_host, *shard_batch((batch["images"], batch["labels"]), mesh))
+    for a, b in zip(jax.tree.leaves(on_device.params), jax.tree.leaves(on_host.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 if __name__ == "__main__":

@@ -45,10 +45,11 @@ def _model_leaves(run: Path, which: str = "latest") -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A tiny uninterrupted run, trained in a child process (clean JAX configuration)."""
+    """A tiny uninterrupted run, trained in a child process (clean JAX configuration), fed by the host pipeline."""
     root = tmp_path_factory.mktemp("runs")
     run = root / "reference"
-    subprocess.run(_train_command(run, root / "cache", "--checkpoint-every", "2"), check=True, timeout=300)
+    command = _train_command(run, root / "cache", "--checkpoint-every", "2", "--data-placement", "host")
+    subprocess.run(command, check=True, timeout=300)
     return run
 
 
@@ -60,11 +61,12 @@ def _flip_a_bit_of_the_parameters(step: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_ends_bitwise_equal(finished_run, tmp_path):
-    """Killed mid-epoch, and then a bit of its newest checkpoint flipped: the resumed run names the damaged step,
-    falls back to the one before it, and still ends bit for bit as the uninterrupted run."""
+def test_sigkill_and_resume_on_the_device_ends_bitwise_equal_to_the_host_run(finished_run, tmp_path):
+    """Killed mid-epoch with the images on the device, and then a bit of its newest checkpoint flipped: the resumed
+    run names the damaged step, falls back to the one before it, and still ends with the host-fed uninterrupted
+    run's parameters, bit for bit."""
     run = tmp_path / "killed"
-    command = _train_command(run, finished_run.parent / "cache", "--checkpoint-every", "2")
+    command = _train_command(run, finished_run.parent / "cache", "--checkpoint-every", "2", "--data-placement", "device")
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and child.poll() is None:

@@ -16,6 +16,8 @@ from PIL import Image
 from knifejax.cli import main as cli_main
 from knifejax.data import CsvSource, DataError, validate
 from knifejax.data.cache import checksums_path, decode_source, source_fingerprint
+from knifejax.data.device_batches import DeviceImages
+from knifejax.train.sharding import data_mesh
 from knifejax.errors import UserError, reported_errors
 from knifejax.train.loop import DivergenceWatch
 from tests.cli_errors import refused
@@ -45,6 +47,8 @@ def _fails(capsys, argv: list[str], *says: str) -> str:
         (["--rotation", "90", "10"], "--rotation MIN MAX"),
         (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
         (["--optimizer", "adamm"], "argument --optimizer: invalid choice"),
+        (["--data-placement", "device", "--hue", "0.1"], "--data-placement device does not implement hue jitter"),
+        (["--data-placement", "gpu"], "argument --data-placement: invalid choice"),
     ],
 )
 def test_bad_training_arguments_are_refused_before_any_work(tmp_path, capsys, flags, says):
@@ -174,7 +178,8 @@ def test_a_damaged_decode_cache_is_named(tmp_path):
 
 def test_damage_inside_a_decode_cache_is_found_by_the_read_that_meets_it(tmp_path):
     """A cache zeroed or flipped where the pixels are, its size and header intact: the checksums saved beside it
-    name the first damaged image read; a cache without its checksums is decoded again."""
+    name the first damaged image read, by the host's batches or by the copy to the device; a cache without its
+    checksums is decoded again."""
     source = CsvSource(_study_set(tmp_path, _rows()))
     data = decode_source(source, 16, tmp_path / "cache")
     images = data.read(np.arange(len(data))).copy()
@@ -186,6 +191,8 @@ def test_damage_inside_a_decode_cache_is_found_by_the_read_that_meets_it(tmp_pat
     with pytest.raises(DataError, match=re.escape(f"{data.path}: image {len(data) - 2} does not match the checksum "
                        "saved with it: the decoded-image cache is damaged; delete it and ")):  # fmt: skip
         damaged.read(np.arange(len(data)))
+    with pytest.raises(DataError, match=re.escape(f"{data.path}: image {len(data) - 2} does not match")):
+        DeviceImages.place(damaged, data_mesh())
     checksums_path(data.path).unlink()
     rebuilt = decode_source(source, 16, tmp_path / "cache")
     np.testing.assert_array_equal(rebuilt.read(np.arange(len(data))), images)

@@ -35,6 +35,38 @@ def train_steps_per_epoch(num_items: int, batch_size: int) -> int:
     return num_items // batch_size
 
 
+def train_items(order: np.ndarray, indices: np.ndarray, batch: int, batch_size: int, rows: tuple[int, int]) -> np.ndarray:
+    """The dataset indices of this process's `rows` of training batch `batch`, in an epoch visiting `indices`
+    in `order` (`epoch_order`): one definition for the host and the device placements."""
+    start, stop = rows
+    return indices[order[batch * batch_size + start : batch * batch_size + stop]]
+
+
+def eval_items(indices: np.ndarray, batch: int, batch_size: int, rows: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """The dataset indices of this process's `rows` of evaluation batch `batch` (the last batch padded by
+    repeating its final item), and how many items of the whole batch are real."""
+    items = indices[batch * batch_size : (batch + 1) * batch_size]
+    valid = len(items)
+    items = np.concatenate([items, np.repeat(items[-1:], batch_size - valid)])
+    return items[rows[0] : rows[1]], valid
+
+
+def process_rows(batch_size: int, process_index: int, process_count: int) -> tuple[int, int]:
+    """The rows of each global batch that process `process_index` of `process_count` loads."""
+    if batch_size % process_count:
+        raise ValueError(f"batch size {batch_size} must be divisible by the {process_count} processes")
+    per = batch_size // process_count
+    return process_index * per, (process_index + 1) * per
+
+
+def check_fills_a_batch(num_items: int, batch_size: int) -> int:
+    """The training steps per epoch, refusing a set too small for one batch."""
+    steps = train_steps_per_epoch(num_items, batch_size)
+    if steps == 0:
+        raise ValueError(f"{num_items} training images cannot fill one batch of {batch_size}; lower the batch size")
+    return steps
+
+
 class _TrainBatch:
     """Picklable `global batch number -> batch` (epoch = number // steps per epoch), for grain workers."""
 
@@ -51,20 +83,12 @@ class _TrainBatch:
 
     def __call__(self, number: int) -> dict[str, np.ndarray]:
         epoch, batch = divmod(number, self.steps)
-        start, stop = self.rows
-        items = self.indices[self.order(epoch)[batch * self.batch_size + start : batch * self.batch_size + stop]]
+        items = train_items(self.order(epoch), self.indices, batch, self.batch_size, self.rows)
         ranks = np.argsort(np.argsort(items))
         images = self.data.read(np.sort(items))[ranks]  # one forward pass over the memory map, checked
         if self.cfg is not None:
             images = np.stack([augment(im, self.cfg, self.seed, epoch, int(i)) for im, i in zip(images, items)])
         return {"images": images, "labels": self.data.labels[items].astype(np.int32)}
-
-
-def _process_rows(batch_size: int, process_index: int, process_count: int) -> tuple[int, int]:
-    if batch_size % process_count:
-        raise ValueError(f"batch size {batch_size} must be divisible by the {process_count} processes")
-    per = batch_size // process_count
-    return process_index * per, (process_index + 1) * per
 
 
 def _iterate(dataset: grain.MapDataset, workers: int) -> Iterator[dict[str, np.ndarray]]:
@@ -96,10 +120,8 @@ def train_batches(
     `augment_cfg=None` trains on the resized images as they are.
     """
     indices = np.asarray(indices, np.int64)
-    steps = train_steps_per_epoch(len(indices), batch_size)
-    if steps == 0:
-        raise ValueError(f"{len(indices)} training images cannot fill one batch of {batch_size}; lower the batch size")
-    rows = _process_rows(batch_size, process_index, process_count)
+    steps = check_fills_a_batch(len(indices), batch_size)
+    rows = process_rows(batch_size, process_index, process_count)
     make = _TrainBatch(data, indices, batch_size, rows, augment_cfg, seed)
     end_epoch = epoch + 1 if end_epoch is None else end_epoch
     return _iterate(grain.MapDataset.range(epoch * steps + start_batch, end_epoch * steps).map(make), workers)
@@ -110,11 +132,7 @@ class _EvalBatch:
         self.data, self.indices, self.batch_size, self.rows = data, indices, batch_size, rows
 
     def __call__(self, batch: int) -> dict[str, np.ndarray]:
-        items = self.indices[batch * self.batch_size : (batch + 1) * self.batch_size]
-        valid = len(items)
-        items = np.concatenate([items, np.repeat(items[-1:], self.batch_size - valid)])
-        start, stop = self.rows
-        items = items[start:stop]
+        items, valid = eval_items(self.indices, batch, self.batch_size, self.rows)
         return {
             "images": np.asarray(self.data.read(items)),
             "labels": self.data.labels[items].astype(np.int32),
@@ -134,5 +152,5 @@ def eval_batches(
     """Every item of `indices`, in order, in batches of `batch_size` (the last padded; see `valid`)."""
     indices = np.asarray(indices, np.int64)
     steps = -(-len(indices) // batch_size)
-    make = _EvalBatch(data, indices, batch_size, _process_rows(batch_size, process_index, process_count))
+    make = _EvalBatch(data, indices, batch_size, process_rows(batch_size, process_index, process_count))
     return _iterate(grain.MapDataset.range(steps).map(make), workers)

@@ -16,8 +16,10 @@ from typing import Any
 
 from knifejax import study
 from knifejax.data.decode import DEFAULT_MAX_PIXELS
+from knifejax.data.device_augment import HOST_ONLY_JITTER
 from knifejax.errors import ConfigError
 from knifejax.train.optim import OPTIMIZERS, SCHEDULES
+from knifejax.train.placement import PLACEMENTS
 
 
 def _field(group: str):
@@ -113,7 +115,15 @@ class TrainConfig:
     rotation: tuple[float, float] = _data((0.0, 180.0), "RandomRotation range in degrees (the study's is one-sided)")
     hflip: float = _data(0.5, "horizontal flip probability")
     vflip: float = _data(0.5, "vertical flip probability")
-    workers: int = _data(0, "data-loader worker processes (0: threads in the training process)")
+    workers: int = _data(
+        0, "worker processes decoding the images and, with the host placement, feeding training (0: threads)"
+    )
+    data_placement: str = _data(
+        "auto",
+        "where the decoded images live: 'device' (copied once to accelerator memory, augmented there), 'host' "
+        "(grain workers augment each batch), 'auto' (device when the images fit in half its memory)",
+        choices=PLACEMENTS,
+    )
     cache_dir: str | None = _data("default", "where decoded, resized images are cached ('default': ~/.cache/knifejax)")
     epochs: int = _recipe(20, "training epochs")
     batch_size: int = _recipe(32, "global batch size (split over devices)")
@@ -145,6 +155,12 @@ class TrainConfig:
             for name, bad, message in _CHECKS
             if (value := getattr(self, name)) is not None and bad(value)
         ]
+        host_only = [name for name in HOST_ONLY_JITTER if getattr(self, name) > 0]
+        if self.data_placement == "device" and self.augment and host_only:
+            problems.append(
+                f"--data-placement device does not implement {', '.join(host_only)} jitter; use --data-placement "
+                "host (or auto)"
+            )
         if self.rotation[0] > self.rotation[1]:
             problems.append(f"--rotation MIN MAX must not have MIN above MAX, not {self.rotation[0]:g} {self.rotation[1]:g}")
         if problems:

@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +26,9 @@ import jax.numpy as jnp
 from flax import nnx
 from tqdm.auto import tqdm
 
+from knifejax.data.device_batches import DeviceImages, device_train_batches
 from knifejax.data.pipeline import train_batches, train_steps_per_epoch
+from knifejax.data.split import Split
 from knifejax.data.transforms import Augment
 from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import ConfigError, UserError
@@ -38,6 +40,7 @@ from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.data_setup import prepare_data
 from knifejax.train.optim import Hyperparameters, current_learning_rate, decay_mask_timm, hyperparameters, make_optimizer
+from knifejax.train.placement import choose_placement
 from knifejax.train.run import RunDir, build_model, image_size, normalization
 from knifejax.train.sharding import check_batch_size, data_mesh, replicate, shard_batch
 from knifejax.train.steps import TrainState, init_state, make_eval_step, make_train_step
@@ -178,6 +181,15 @@ def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Ca
         return _fit(cfg, RunDir(run_dir), held, progress=progress, log=log)
 
 
+def _on_mesh(batches: Iterator[dict], mesh) -> Iterator[tuple[jax.Array, jax.Array]]:
+    """Host batches as global (images, labels) arrays split over `mesh`; closing it stops the loader's workers."""
+    try:
+        for batch in batches:
+            yield shard_batch((batch["images"], batch["labels"]), mesh)
+    finally:
+        batches.close()
+
+
 def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress: bool, log: Callable[[str], None]) -> list[dict]:
     is_main = jax.process_index() == 0
     run.check_config(cfg)
@@ -250,19 +262,27 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         info = dict(progress_info, epoch=epoch, batch=batch, sums=sums.to_json())
         latest.save(int(state.step), checkpoint_trees(state), info)
 
-    stream = train_batches(
-        data.train.data,
-        data.train.indices,
-        cfg.batch_size,
-        augment_cfg=augment,
-        seed=cfg.seed,
-        epoch=progress_info["epoch"],
-        start_batch=progress_info["batch"],
-        end_epoch=cfg.epochs,
-        workers=cfg.workers,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+    placement = choose_placement(
+        cfg.data_placement, augment, [split.data for split in (data.train, data.val, data.test) if split is not None],
+        jax.local_devices(), log,
     )
+    placed = {}  # DecodedImages id -> its DeviceImages: a validation split carved from the training set shares it
+
+    def on_device(split: Split | None) -> DeviceImages | None:
+        if placement != "device" or split is None:
+            return None
+        if id(split.data) not in placed:
+            placed[id(split.data)] = DeviceImages.place(split.data, mesh)
+        return placed[id(split.data)]
+
+    feed = dict(augment_cfg=augment, seed=cfg.seed, epoch=progress_info["epoch"], start_batch=progress_info["batch"],
+                end_epoch=cfg.epochs, process_index=jax.process_index(), process_count=jax.process_count())
+    val_placed = on_device(data.val)  # placed before the first epoch, so that its timings do not hold the copy
+    if placement == "device":
+        stream = device_train_batches(on_device(data.train), data.train.indices, cfg.batch_size, **feed)
+    else:
+        stream = _on_mesh(train_batches(data.train.data, data.train.indices, cfg.batch_size, workers=cfg.workers,
+                                        **feed), mesh)  # fmt: skip
     for epoch in range(progress_info["epoch"], cfg.epochs):
         start_batch = progress_info["batch"] if epoch == progress_info["epoch"] else 0
         sums = _EpochSums(progress_info["sums"] if epoch == progress_info["epoch"] else None)
@@ -293,8 +313,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
             )
 
         started = time.perf_counter()
-        for batch_number, batch in enumerate(batches, start=start_batch):
-            images, labels = shard_batch((batch["images"], batch["labels"]), mesh)
+        for batch_number, (images, labels) in enumerate(batches, start=start_batch):
             state, metrics = train_step(state, images, labels)
             consume()
             pending = (batch_number, metrics)
@@ -309,7 +328,8 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         sums.seconds += time.perf_counter() - started
 
         eval_started = time.perf_counter()
-        val = evaluation_metrics(predict(partial(eval_step, state), data.val, cfg.batch_size, mesh), data.val.labels)
+        val_logits = predict(partial(eval_step, state), data.val, cfg.batch_size, mesh, val_placed)
+        val = evaluation_metrics(val_logits, data.val.labels)
         line = {
             "epoch": epoch,
             "step": int(state.step),
@@ -336,7 +356,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
 
     stream.close()  # stops the worker processes now rather than at garbage collection
     if data.test is not None:
-        test_logits = predict(partial(eval_step, state), data.test, cfg.batch_size, mesh)
+        test_logits = predict(partial(eval_step, state), data.test, cfg.batch_size, mesh, on_device(data.test))
         test = evaluation_metrics(test_logits, data.test.labels) | standard_errors(test_logits, data.test.labels)
         if is_main:
             write_text_atomically(run.test_metrics, json.dumps({"model": "final", **test}, indent=1) + "\n")

@@ -36,7 +36,7 @@ from knifejax.weights import load_timm_weights
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Fields a resumed run may change: they alter how long it runs or how it is fed, not what it computes.
-RESUMABLE_CHANGES = ("epochs", "workers", "cache_dir", "weights_dir")
+RESUMABLE_CHANGES = ("epochs", "workers", "data_placement", "cache_dir", "weights_dir")
 
 
 class RunInUseError(UserError, RuntimeError):
