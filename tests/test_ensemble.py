@@ -24,8 +24,6 @@ from knifejax.metrics import chance_map_at_k, ranking_metrics
 from knifejax.train.run import load_run
 from tests.run_dirs import write_untrained_run
 
-pytestmark = pytest.mark.xdist_group("test_ensemble")  # its module fixtures are built once, in one worker
-
 CLASSES = 8
 TEST = DataSpec("synthetic", synthetic_per_class=40)  # the synthetic test split: 10 images per class
 CHANCE_MAP1, CHANCE_MAP5 = chance_map_at_k(CLASSES, 1), chance_map_at_k(CLASSES, 5)

@@ -33,7 +33,7 @@ from knifejax.train.run import RunDir, load_run
 from knifejax.weights import timm_slots
 from tests.cli_errors import refused
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_experiments")]  # every experiment script trains at the smoke preset; module fixtures in one worker
+pytestmark = pytest.mark.slow  # every experiment script trains at the smoke preset
 
 TINY = "tiny_test_cnn"
 

@@ -25,8 +25,6 @@ import pytest
 import knifejax as kj
 from knifejax.io import CheckpointError, read_state_dict
 
-pytestmark = pytest.mark.xdist_group("test_hostile_files")  # its module fixtures are built once, in one worker
-
 P = pickle
 CHILD = Path(__file__).with_name("hostile_child.py")
 MODEL = "resnet18"

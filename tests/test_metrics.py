@@ -10,8 +10,6 @@ import torch
 
 from knifejax.metrics import map_at_k, top_k_accuracy
 
-pytestmark = pytest.mark.xdist_group("test_metrics")  # its module fixtures are built once, in one worker
-
 
 def torch_map_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     """The study's formula: top-k of softmax probabilities, 1/(i+1) at the first hit, mean over samples."""

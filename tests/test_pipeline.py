@@ -10,8 +10,6 @@ from knifejax.data.cache import checksums_path, decode_source, resize_square
 from knifejax.data.pipeline import epoch_order, eval_batches, train_batches
 from knifejax.data.transforms import Augment
 
-pytestmark = pytest.mark.xdist_group("test_pipeline")  # its module fixtures are built once, in one worker
-
 AUG = Augment(size=24)
 
 

@@ -23,8 +23,6 @@ from knifejax.train.config import TrainConfig
 from knifejax.train.loop import NonFiniteLossError, fit
 from knifejax.train.run import load_run
 
-pytestmark = pytest.mark.xdist_group("test_run")  # its module fixtures are built once, in one worker
-
 TINY = [
     "--model", "resnet18", "--synthetic-classes", "4", "--synthetic-per-class", "10", "--image-size", "32",
     "--batch-size", "4", "--epochs", "2", "--lr", "1e-3", "--no-progress",

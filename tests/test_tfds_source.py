@@ -15,8 +15,6 @@ from PIL import Image
 from knifejax.data.errors import DataError
 from knifejax.data.tfds_source import TfdsSource
 
-pytestmark = pytest.mark.xdist_group("test_tfds_source")  # its module fixtures are built once, in one worker
-
 tfds = pytest.importorskip("tensorflow_datasets")
 
 NAME = "knifejax_tiny_knives"

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import throughput
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_throughput")]  # benchmark subprocesses, each starting JAX (and torch); module fixtures in one worker
+pytestmark = pytest.mark.slow  # benchmark subprocesses, each starting JAX (and torch)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "resnet18", "--batch-size", "2", "--image-size", "32", "--steps", "2", "--warmup", "1"]
