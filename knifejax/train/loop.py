@@ -1,10 +1,10 @@
 """`fit`: one training run from a TrainConfig into a run directory, resumable at any point.
 
 Exact resume: the run checkpoints the whole TrainState (but its recipe numbers, which come from the config)
-with its data position (epoch, batch) at every epoch's end and, with `checkpoint_every`, every N steps. Since every batch is a pure function of
-(seed, epoch, batch number) (`knifejax.data.pipeline`), a run killed at any point and started again with
-the same command replays the same batches from its last checkpoint and ends with the same parameters,
-bit for bit on CPU.
+with its data position (epoch, batch) at every epoch's end and, with `checkpoint_every`, every N steps. Since
+every batch is a pure function of (seed, epoch, batch number) (`knifejax.data.pipeline`), a run killed at any
+point and started again with the same command replays the same batches from its last checkpoint and ends with
+the same parameters, bit for bit on CPU, whichever data placement feeds it.
 
 Losses are read one step late, so the host never waits for the device; a non-finite loss stops the run
 before anything computed from it is checkpointed.
