@@ -13,6 +13,7 @@ import argparse
 import errno
 import sys
 import typing
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -73,11 +74,19 @@ def _fail(message: str) -> None:
     raise SystemExit(USER_ERROR_EXIT)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"knifejax: warning: {' '.join(str(message).removeprefix('warning: ').split())}\n"
+
+
 @contextmanager
 def reported_errors(*, debug: bool = False, on_interrupt: Callable[[], str] | None = None) -> Iterator[None]:
     """Run an entry point's work: a user's mistake or a refusing environment ends in one `knifejax: error:` line
     and exit 2, Ctrl-C in one `knifejax: interrupted` line (with what `on_interrupt` says) and exit 130; a bug
-    keeps its traceback. `debug=True` re-raises everything, for the traceback."""
+    keeps its traceback. `debug=True` re-raises everything, for the traceback. Warnings print as one
+    `knifejax: warning:` line each, without Python's file and source line (also restored on the way out)."""
+    previous_format = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _one_line_warning
     try:
         yield
     except KeyboardInterrupt:
@@ -100,3 +109,5 @@ def reported_errors(*, debug: bool = False, on_interrupt: Callable[[], str] | No
         where = f" {cause.filename}" if cause.filename else ""
         _fail(f"cannot write{where}: {ENVIRONMENT_ERRNOS[cause.errno]} ({cause.strerror}); free space or choose "
               "another folder, then run the same command again")
+    finally:
+        warnings.formatwarning = previous_format

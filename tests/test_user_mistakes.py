@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,16 @@ def test_damage_inside_a_decode_cache_is_found_by_the_read_that_meets_it(tmp_pat
 
 
 # --- how the entry points report ------------------------------------------------------------------------------
+
+
+def test_a_warning_at_an_entry_point_is_one_line_and_the_format_is_restored_after():
+    """Python prints a warning through `warnings.formatwarning`; the entry points' context makes it one line."""
+    before = warnings.formatwarning
+    message = "warning: /run/latest/18 is damaged: ...;\n falling back to step 17"
+    with reported_errors():
+        shown = warnings.formatwarning(message, UserWarning, "run.py", 214)
+    assert shown == "knifejax: warning: /run/latest/18 is damaged: ...; falling back to step 17\n"
+    assert warnings.formatwarning is before
 
 
 def test_interrupt_is_one_line_saying_where_to_resume(tmp_path, capsys):
