@@ -37,7 +37,7 @@ from knifejax.models.pretrained import PretrainedUnavailableError
 from knifejax.models.weights_folder import full_name, is_packaged, missing_weights_message, weights_in_folder  # fmt: skip
 from knifejax.train.config import TrainConfig
 from knifejax.train.flags import add_config_flags, flag, given_fields
-from knifejax.train.loop import fit, model_summary
+from knifejax.train.loop import fit_many, model_summary, side_by_side_groups
 from knifejax.train.run import RunDir, build_model, image_size
 
 from experiments.presets import PRESETS, Preset, describe
@@ -112,6 +112,9 @@ Presets:
                      "weights they need, train nothing")
     run.add_argument("--no-reuse", action="store_true",
                      help="do not reuse identical finished runs from sibling experiment folders")
+    run.add_argument("--vectorize", action=argparse.BooleanOptionalAction, default=True,
+                     help="train the runs that differ only in their recipe's numbers (rate, schedule, momentum, weight "
+                     "decay, label smoothing) side by side as one program (default); --no-vectorize trains each alone")
     run.add_argument("--compile-cache", metavar="DIR|off", default=str(COMPILE_CACHE),
                      help=f"persistent cache of compiled XLA steps (default: {COMPILE_CACHE}; 'off' disables it)")
     add_config_flags(p, exclude=("seed",), defaults="the preset's")
@@ -352,38 +355,85 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def execute(runs: list[PlannedRun], out: Path, *, progress: bool, reuse: bool, on_result=None) -> list[dict]:
-    results = []
-    for i, run in enumerate(runs, start=1):
-        head = f"[{i}/{len(runs)}] {run.setting}, seed {run.seed}"
-        if is_finished(run.path, run.config):
-            result = _run_result(run, run.path, "finished before")
-            say(f"{head}: finished before in {run.path}, skipped", progress)
-        elif reuse and not RunDir(run.path).config.exists() and (found := find_reusable(run.config, out)):
-            result = _run_result(run, found, "reused")
-            say(f"{head}: the same run finished in {found}, reused", progress)
-        else:
-            resuming, new = RunDir(run.path).latest.exists(), not run.path.exists()
-            say(f"{head}: {'resuming' if resuming else 'training'} in {run.path}", progress)
-            spent, started, finished = _spent(run.path), time.perf_counter(), False
-            try:
-                with warnings.catch_warnings():  # a fresh classifier for our classes is the point, not news
-                    warnings.filterwarnings("ignore", message=".*classifier keeps its fresh initialisation")
-                    fit(run.config, run.path, progress=progress, log=lambda m: say(f"    {m}", progress))
-                finished = True
-            except PretrainedUnavailableError as error:
-                if new:  # nothing trained: leave no directory that would refuse the same run with a weights file
-                    shutil.rmtree(run.path, ignore_errors=True)
-                raise ConfigError(f"{error}; with the experiment scripts: --weights-dir DIR holding "
-                                  f"{full_name(run.config.model)}.safetensors") from None
-            finally:
-                _record(run.path, spent + time.perf_counter() - started, finished)
-            result = _run_result(run, run.path, "resumed" if resuming else "trained")
+def _kept_steps(path: Path) -> frozenset[int]:
+    """The checkpoint steps an interrupted run kept (none for a new run)."""
+    latest = RunDir(path).latest
+    return frozenset(int(p.name) for p in latest.iterdir() if p.name.isdigit()) if latest.is_dir() else frozenset()
+
+
+def side_by_side(runs: list[PlannedRun], vectorize: bool) -> list[list[int]]:
+    """Which of `runs` (all to be trained) train together: with `vectorize`, those that differ only in their
+    recipe's numbers (`knifejax.train.loop.side_by_side_groups`) and stand at the same point (all new, or all
+    interrupted with a checkpoint step in common); otherwise each alone."""
+    if not vectorize:
+        return [[index] for index in range(len(runs))]
+    groups = []
+    for members in side_by_side_groups([run.config for run in runs]):
+        parts: list[tuple[frozenset[int], list[int]]] = []  # (the steps every run of the part kept, its runs)
+        for index in members:
+            steps = _kept_steps(runs[index].path)
+            for number, (common, part) in enumerate(parts):
+                if (common & steps) if steps else not common:  # new runs together; started ones sharing a step
+                    parts[number] = (common & steps, [*part, index])
+                    break
+            else:
+                parts.append((steps, [index]))
+        groups += [part for _, part in parts]
+    return sorted(groups)
+
+
+def execute(runs: list[PlannedRun], out: Path, *, progress: bool, reuse: bool, vectorize: bool = True,
+            on_result=None) -> list[dict]:  # fmt: skip
+    """Train what `runs` lack (finished runs are skipped, identical finished runs elsewhere reused); the results in
+    the order of `runs`, handed to `on_result` as they come in."""
+    results: dict[int, dict] = {}
+
+    def done(index: int, result: dict) -> None:
         say(_summary_line(result), progress)
-        results.append(result)
+        results[index] = result
         if on_result is not None:
-            on_result(results)
-    return results
+            on_result([results[i] for i in sorted(results)])
+
+    to_train = []
+    for i, run in enumerate(runs):
+        head = f"[{i + 1}/{len(runs)}] {run.setting}, seed {run.seed}"
+        if is_finished(run.path, run.config):
+            say(f"{head}: finished before in {run.path}, skipped", progress)
+            done(i, _run_result(run, run.path, "finished before"))
+        elif reuse and not RunDir(run.path).config.exists() and (found := find_reusable(run.config, out)):
+            say(f"{head}: the same run finished in {found}, reused", progress)
+            done(i, _run_result(run, found, "reused"))
+        else:
+            to_train.append(i)
+    for group in side_by_side([runs[i] for i in to_train], vectorize):
+        indices = [to_train[k] for k in group]
+        members = [runs[i] for i in indices]
+        resuming = [RunDir(run.path).latest.exists() for run in members]
+        new = [not run.path.exists() for run in members]
+        for i, run, again in zip(indices, members, resuming):
+            say(f"[{i + 1}/{len(runs)}] {run.setting}, seed {run.seed}: {'resuming' if again else 'training'} in "
+                f"{run.path}" + (f" (side by side with {len(members) - 1} more)" if len(members) > 1 else ""),
+                progress)  # fmt: skip
+        spent, started, finished = [_spent(run.path) for run in members], time.perf_counter(), False
+        try:
+            with warnings.catch_warnings():  # a fresh classifier for our classes is the point, not news
+                warnings.filterwarnings("ignore", message=".*classifier keeps its fresh initialisation")
+                fit_many([run.config for run in members], [run.path for run in members], progress=progress,
+                         log=lambda m: say(f"    {m}", progress))  # fmt: skip
+            finished = True
+        except PretrainedUnavailableError as error:
+            for run, was_new in zip(members, new):
+                if was_new:  # nothing trained: leave no directory that would refuse the same run with a weights file
+                    shutil.rmtree(run.path, ignore_errors=True)
+            raise ConfigError(f"{error}; with the experiment scripts: --weights-dir DIR holding "
+                              f"{full_name(members[0].config.model)}.safetensors") from None
+        finally:
+            share = (time.perf_counter() - started) / len(members)  # side by side, each run's share of the wall time
+            for run, before in zip(members, spent):
+                _record(run.path, before + share, finished)
+        for i, run, again in zip(indices, members, resuming):
+            done(i, _run_result(run, run.path, "resumed" if again else "trained"))
+    return [results[i] for i in sorted(results)]
 
 
 # -------------------------------------------------------------------------------------------------- outputs
@@ -491,7 +541,8 @@ def run_parsed(experiment: Experiment, args: argparse.Namespace, argv: list[str]
         write_outputs(experiment, document, out, draw=False)
 
     with compile_cache(args.compile_cache):
-        results = execute(runs, out, progress=progress, reuse=not args.no_reuse, on_result=save)
+        results = execute(runs, out, progress=progress, reuse=not args.no_reuse, vectorize=args.vectorize,
+                          on_result=save)  # fmt: skip
     wall = time.perf_counter() - started
     document = results_document(experiment, preset, about, runs, results, argv, args.seeds, wall)
     written = write_outputs(experiment, document, out)

@@ -9,7 +9,7 @@ from knifejax.models.pretrained import PretrainedUnavailableError
 from knifejax.preprocess import preprocess
 from knifejax.train import current_learning_rate, decay_mask_timm, make_optimizer, make_schedule
 from knifejax.train.config import TrainConfig
-from knifejax.train.loop import fit
+from knifejax.train.loop import fit, fit_many, side_by_side_groups
 from knifejax.train.run import load_run
 from knifejax.weights import (
     NonFiniteWeightsError,
@@ -35,6 +35,7 @@ __all__ = [
     "current_learning_rate",
     "decay_mask_timm",
     "fit",
+    "fit_many",
     "get_pretrained_cfg",
     "grad_cam",
     "list_models",
@@ -49,6 +50,7 @@ __all__ = [
     "preprocess",
     "read_state_dict",
     "save_timm_weights",
+    "side_by_side_groups",
     "timm_state_dict",
     "top_k_accuracy",
 ]

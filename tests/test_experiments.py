@@ -206,13 +206,18 @@ def test_compare_optimizers_smoke_with_two_seeds(root):
 
 
 class FakeFit:
-    """Stands in for knifejax.fit: writes what a finished run writes, or raises at call `stop_at`."""
+    """Stands in for knifejax.fit_many: writes what finished runs write, or raises at run `stop_at`."""
 
     def __init__(self, stop_at: int | None = None):
         self.calls: list[Path] = []
+        self.groups: list[int] = []  # how many runs each call trained side by side
         self.stop_at = stop_at
 
-    def __call__(self, cfg: TrainConfig, run_dir, *, progress=True, log=print):
+    def __call__(self, cfgs: list[TrainConfig], run_dirs, *, progress=True, log=print):
+        self.groups.append(len(cfgs))
+        return [self.one(cfg, run_dir) for cfg, run_dir in zip(cfgs, run_dirs)]
+
+    def one(self, cfg: TrainConfig, run_dir):
         self.calls.append(Path(run_dir))
         run = RunDir(run_dir)
         run.start(cfg)
@@ -230,9 +235,10 @@ class FakeFit:
 
 
 def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
-    argv = ["--preset", "smoke", "--out", str(tmp_path / "sweep_lr"), "--no-progress", "--compile-cache", "off"]
+    argv = ["--preset", "smoke", "--out", str(tmp_path / "sweep_lr"), "--no-progress", "--compile-cache", "off",
+            "--no-vectorize"]  # fmt: skip
     interrupted = FakeFit(stop_at=3)
-    monkeypatch.setattr(runner, "fit", interrupted)
+    monkeypatch.setattr(runner, "fit_many", interrupted)
     with pytest.raises(SystemExit) as exit_info:
         sweep_lr.main(argv)
     assert exit_info.value.code == 130
@@ -245,7 +251,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, monkeypatch, 
 
     finished_before = {p: (p / "metrics.jsonl").stat().st_mtime_ns for p in interrupted.calls[:2]}
     resumed = FakeFit()
-    monkeypatch.setattr(runner, "fit", resumed)
+    monkeypatch.setattr(runner, "fit_many", resumed)
     document = sweep_lr.main(argv)
     assert len(resumed.calls) == 3 and resumed.calls[0] == interrupted.calls[2]  # the interrupted run, again
     assert [r["status"] for r in document["runs"]] == ["finished before"] * 2 + ["resumed", "trained", "trained"]
@@ -253,13 +259,22 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, monkeypatch, 
     assert (tmp_path / "sweep_lr" / "table.md").exists()
 
     again = FakeFit()
-    monkeypatch.setattr(runner, "fit", again)
+    monkeypatch.setattr(runner, "fit_many", again)
     sweep_lr.main(argv)
     assert again.calls == []  # all finished: nothing trains
 
 
+def test_a_sweep_trains_its_rates_side_by_side_unless_told_not_to(tmp_path, monkeypatch):
+    for flag, groups in (("--vectorize", [5]), ("--no-vectorize", [1] * 5)):
+        fake = FakeFit()
+        monkeypatch.setattr(runner, "fit_many", fake)
+        document = sweep_lr.main(["--preset", "smoke", "--out", str(tmp_path / flag), "--no-progress",
+                                  "--compile-cache", "off", "--no-reuse", flag])  # fmt: skip
+        assert fake.groups == groups and [r["status"] for r in document["runs"]] == ["trained"] * 5
+
+
 def test_a_folder_of_another_preset_is_refused_before_training(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "fit", FakeFit())
+    monkeypatch.setattr(runner, "fit_many", FakeFit())
     out = str(tmp_path / "sweep_batch")
     sweep_batch.main(["--preset", "smoke", "--out", out, "--no-progress", "--compile-cache", "off"])
     with refused(capsys, "hold runs of other settings"):
@@ -306,7 +321,7 @@ RUNNER_SCRIPTS = (sweep_lr, sweep_scheduler, sweep_batch, compare_optimizers, tr
 
 @pytest.mark.parametrize("module", RUNNER_SCRIPTS)
 def test_every_script_takes_the_training_flags_and_its_table_names_them(module, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "fit", FakeFit())
+    monkeypatch.setattr(runner, "fit_many", FakeFit())
     classes = tmp_path / "classes.txt"
     classes.write_text("a\nb\nc\nd\n")
     (tmp_path / "resnet18.a1_in1k.safetensors").write_bytes(b"")  # transfer_modes' smoke weights (FakeFit reads none)
@@ -366,11 +381,11 @@ def test_results_json_is_strict_even_with_nan():
 def test_missing_pretrained_weights_leave_no_run_behind(tmp_path, monkeypatch, capsys):
     from knifejax.models.pretrained import PretrainedUnavailableError
 
-    def unavailable(cfg, run_dir, **kwargs):
-        RunDir(run_dir).start(cfg)
+    def unavailable(cfgs, run_dirs, **kwargs):
+        RunDir(run_dirs[0]).start(cfgs[0])
         raise PretrainedUnavailableError("no weights for tf_efficientnet_b0 here")
 
-    monkeypatch.setattr(runner, "fit", unavailable)
+    monkeypatch.setattr(runner, "fit_many", unavailable)
     out = tmp_path / "sweep_batch"
     with refused(capsys, "--weights-dir DIR holding tf_efficientnet_b0.aa_in1k.safetensors"):
         sweep_batch.main(["--preset", "study", "--data", "train.csv", "--out", str(out), "--no-progress",

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,17 +225,21 @@ class Checkpoints:
                     "command again to resume",
                 ) from error
 
-    def restore(
-        self, templates: dict[str, Any], step: int | None = None, *, fall_back: Callable[[str], None] | None = None
-    ) -> tuple[dict[str, Any], dict]:
-        """The trees named in `templates` as saved at `step` (default the latest), shaped and placed like
-        their templates, and the progress saved with them; every array checked against its checksum.
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
-        A damaged checkpoint raises `CheckpointDamagedError` naming it; with `fall_back` (and no `step` asked
-        for), the damaged step is reported through it instead, and the next older step is tried.
+    def restore(
+        self, templates: dict[str, Any], among: Collection[int] | None = None, *,
+        fall_back: Callable[[str], None] | None = None,
+    ) -> tuple[dict[str, Any], dict]:  # fmt: skip
+        """The trees named in `templates` as saved at the newest step (of those kept, or of `among`), shaped and
+        placed like their templates, and the progress saved with them; every array checked against its checksum.
+
+        A damaged checkpoint raises `CheckpointDamagedError` naming it; with `fall_back`, the damaged step is
+        reported through it instead, and the next older step is tried.
         """
-        steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
-        if not steps or steps[0] is None:
+        steps = sorted(self.manager.all_steps() if among is None else among, reverse=True)
+        if not steps:
             raise MissingError(f"no checkpoint in {self.directory}")
         for index, tried in enumerate(steps):
             try:

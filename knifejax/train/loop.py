@@ -13,6 +13,7 @@ before anything computed from it is checkpointed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -23,7 +24,9 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from knifejax.data.device_batches import DeviceImages, device_train_batches
@@ -32,6 +35,8 @@ from knifejax.data.split import Split
 from knifejax.data.transforms import Augment
 from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import ConfigError, UserError
+from knifejax.io.errors import CheckpointError
+from knifejax.memory import Budget, memory_budget
 from knifejax.metrics import evaluation_metrics, standard_errors
 from knifejax.models.registry import get_pretrained_cfg
 from knifejax.plots import plot_training_curves
@@ -42,8 +47,8 @@ from knifejax.train.data_setup import prepare_data
 from knifejax.train.optim import Hyperparameters, current_learning_rate, decay_mask_timm, hyperparameters, make_optimizer
 from knifejax.train.placement import choose_placement
 from knifejax.train.run import RunDir, build_model, image_size, normalization
-from knifejax.train.sharding import check_batch_size, data_mesh, replicate, shard_batch
-from knifejax.train.steps import TrainState, init_state, make_eval_step, make_train_step
+from knifejax.train.sharding import DATA_AXIS, check_batch_size, data_mesh, replicate, shard_batch
+from knifejax.train.steps import TrainState, init_state, make_eval_step, make_members_train_step, make_train_step
 from knifejax.train.transfer import frozen_prefixes, trainable_mask
 
 
@@ -171,14 +176,86 @@ def checkpoint_trees(state: TrainState) -> dict[str, dict]:
     }
 
 
+# The fields in which the members of one side-by-side group may differ: the numbers of their recipes
+# (`recipe_numbers`), inputs of the one compiled step. Whether a momentum buffer or a weight-decay term exists is
+# part of the program: the group's optimizer has them when any member needs them, and members without add zeros.
+MEMBER_FIELDS = ("lr", "schedule", "t_max", "eta_min", "warmup_steps", "momentum", "weight_decay", "label_smoothing")
+
+
+def group_key(cfg: TrainConfig) -> TrainConfig:
+    """What fixes a run's program and data: `cfg` with its member fields at their defaults."""
+    defaults = TrainConfig()
+    return dataclasses.replace(cfg, **{name: getattr(defaults, name) for name in MEMBER_FIELDS})
+
+
+def side_by_side_groups(configs: list[TrainConfig]) -> list[list[int]]:
+    """The indices of `configs` in groups that can train side by side (`fit_many`): equal but for
+    `MEMBER_FIELDS`; groups in the order of their first member, members in their given order."""
+    groups: dict[TrainConfig, list[int]] = {}
+    for index, cfg in enumerate(configs):
+        groups.setdefault(group_key(cfg), []).append(index)
+    return list(groups.values())
+
+
 def fit(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Train (or resume) the run `cfg` describes in `run_dir`; returns the per-epoch metrics lines.
 
     The run directory is held for this trainer (`RunDir.lock`) from the moment its data and arguments were found
     usable until it returns or fails: a second trainer on the same directory stops with `RunInUseError`.
     """
-    with contextlib.ExitStack() as held:
-        return _fit(cfg, RunDir(run_dir), held, progress=progress, log=log)
+    return fit_many([cfg], [run_dir], progress=progress, log=log)[0]
+
+
+def fit_many(
+    configs: list[TrainConfig], run_dirs: list[str | Path], *, progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[list[dict]]:  # fmt: skip
+    """Train (or resume) runs that differ only in their recipe's numbers (`MEMBER_FIELDS`: rate, schedule,
+    momentum, weight decay, label smoothing) side by side: one model initialisation, one data order, and one
+    compiled step that updates every member's state, stacked on a leading axis, under `jax.vmap`. Returns each
+    run's metrics lines.
+
+    Each member writes an ordinary run directory, as `fit` would, and all are held for this trainer. Members
+    checkpoint together, so a group killed at any point resumes from the newest step they all saved. A member whose
+    loss becomes non-finite stops there (its last good checkpoint kept, its state no longer updated) while the
+    others train on; `NonFiniteLossError` then names it once the others have finished. Members equal a run trained
+    alone up to float rounding (a vmapped convolution adds in another order).
+    """
+    if not configs or len(configs) != len(run_dirs):
+        raise ValueError(f"fit_many needs one run directory per configuration, got {len(configs)} and {len(run_dirs)}")
+    paths = [Path(path).absolute() for path in run_dirs]
+    if len(set(paths)) != len(paths):
+        raise ConfigError("fit_many was given the same run directory twice; give each configuration its own")
+    for index, cfg in enumerate(configs[1:], start=1):
+        changed = group_key(configs[0]).differences(group_key(cfg))
+        if changed:
+            raise ConfigError(
+                f"configuration {index} cannot train side by side with configuration 0 ({'; '.join(changed)}): "
+                f"members may differ only in {', '.join(MEMBER_FIELDS)}; split them with side_by_side_groups"
+            )
+    runs = [RunDir(path) for path in run_dirs]
+    histories: list[list[dict]] = []
+    failures: list[str] = []
+    at_once = len(configs)
+    while len(histories) < len(configs):
+        members = slice(len(histories), len(histories) + at_once)
+        try:
+            with contextlib.ExitStack() as held:
+                done, failed = _fit(configs[members], runs[members], held, progress=progress, log=log,
+                                    in_group=len(configs) > 1)  # fmt: skip
+        except _TooManyMembers as too_many:
+            at_once = too_many.at_once
+            log(f"{len(configs[members])} runs side by side need {too_many.budget.describe()}: training them "
+                f"{at_once} at a time")  # fmt: skip
+            continue
+        histories += done
+        failures += failed
+    if failures:
+        others = "the others finished" if len(failures) < len(configs) else "no run finished"
+        raise NonFiniteLossError(
+            f"{len(failures)} of {len(configs)} runs trained side by side stopped ({others}); the first, {failures[0]}"
+        )
+    return histories
 
 
 def _on_mesh(batches: Iterator[dict], mesh) -> Iterator[tuple[jax.Array, jax.Array]]:
@@ -190,9 +267,103 @@ def _on_mesh(batches: Iterator[dict], mesh) -> Iterator[tuple[jax.Array, jax.Arr
         batches.close()
 
 
-def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress: bool, log: Callable[[str], None]) -> list[dict]:
+class _Member:
+    """One run of a group: its directory, checkpoints, progress and epoch sums, and its own messages."""
+
+    def __init__(self, cfg: TrainConfig, run: RunDir, total_steps: int, log: Callable[[str], None], named: bool):
+        self.cfg, self.run = cfg, run
+        self.log = (lambda message: log(f"{run.path}: {message}")) if named else log
+        self.hyper = recipe_numbers(cfg, total_steps)
+        self.latest = self.best = None  # opened once the run's model is built: a failed start creates no folder
+        self.progress = {"epoch": 0, "batch": 0, "sums": {}, "best_map5": -1.0, "best_epoch": -1}
+        self.divergence = DivergenceWatch(cfg.lr, self.log)
+        self.resumed = False
+        self.stopped: str | None = None  # why the member stopped training
+        self.sums = _EpochSums()
+        self.history: list[dict] = []
+
+    def open_checkpoints(self) -> None:
+        self.latest, self.best = Checkpoints(self.run.latest, max_to_keep=2), Checkpoints(self.run.best)
+
+    def close(self) -> None:
+        for checkpoints in (self.latest, self.best):
+            if checkpoints is not None:
+                checkpoints.close()
+
+    def last_good(self) -> str:
+        """The checkpoint to fall back on; a NaN after a resume is the training diverging, not damaged files,
+        since what the run resumed from was verified when it was read (`Checkpoints.restore`)."""
+        step = self.latest.latest_step()
+        if step is None:
+            return "no checkpoint was saved"
+        verified = " (the checkpoint it resumed from was verified when read: the training diverged)" if self.resumed else ""
+        return f"its last good checkpoint is step {step} in {self.run.latest}{verified}"
+
+    def advice(self) -> str:
+        return (f"lower the learning rate (--lr, now {self.cfg.lr}) or use warmup (--warmup-steps) in a new --run "
+                "directory")  # fmt: skip
+
+
+def _restore_together(members: list[_Member], template: TrainState, log: Callable[[str], None]) -> list[tuple]:
+    """Each member's (trees, progress) at the newest step every member kept, falling back past damaged ones."""
+    steps = set(members[0].latest.all_steps())
+    for member in members[1:]:
+        steps &= set(member.latest.all_steps())
+    if not steps:
+        raise CheckpointError(
+            f"the runs {', '.join(str(m.run.path) for m in members)} trained side by side kept no checkpoint step in "
+            "common; resume each alone, or start them again in new directories"
+        )
+    while True:
+        restored = [member.latest.restore(checkpoint_trees(template), steps, fall_back=log) for member in members]
+        reached = {int(trees["optimizer"]["step"]) for trees, _ in restored}
+        if len(reached) == 1:
+            return restored
+        steps = {step for step in steps if step <= min(reached)}  # one member fell back: all go to its step
+
+
+class _TooManyMembers(Exception):
+    """The group's program does not fit the devices' memory budget; `at_once` members would."""
+
+    def __init__(self, at_once: int, budget: Budget):
+        super().__init__(budget.describe())
+        self.at_once, self.budget = at_once, budget
+
+
+# The share of a device's memory the members' program may take (the rest: decoded images placed on the device,
+# `knifejax.train.placement.DEVICE_SHARE`, and the allocator's own slack).
+MEMBERS_SHARE = 0.45
+
+
+def _check_members_fit(members_step, state: TrainState, active: jax.Array, cfg: TrainConfig, size: int, mesh) -> None:
+    """Compile the members' step (the compiled program serves the training that follows) and raise
+    `_TooManyMembers` when XLA's account of its memory (arguments, outputs not aliased to them, temporaries)
+    exceeds `MEMBERS_SHARE` of each device's memory."""
+    batch = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    images = jax.ShapeDtypeStruct((cfg.batch_size, size, size, 3), jnp.uint8, sharding=batch)
+    labels = jax.ShapeDtypeStruct((cfg.batch_size,), jnp.int32, sharding=batch)
+    stats = members_step.lower(state, images, labels, active).compile().memory_analysis()
+    if stats is None:  # a backend that gives no account: nothing to check against
+        return
+    needed = stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+    budget = memory_budget(needed, MEMBERS_SHARE, mesh.local_devices)
+    if budget.limit is not None and not budget.fits:
+        count = len(active)
+        raise _TooManyMembers(max(1, min(count - 1, int(count * MEMBERS_SHARE * budget.limit / needed))), budget)
+
+
+def _stack(states: list[TrainState]) -> TrainState:
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack, *, progress: bool,
+         log: Callable[[str], None], in_group: bool) -> tuple[list[list[dict]], list[str]]:  # fmt: skip
+    """Train `cfgs` into `runs`, side by side when there are several; (each run's metrics lines, why each member
+    that stopped did). `in_group`: part of a `fit_many` group, whose members stop alone, not a run of `fit`."""
     is_main = jax.process_index() == 0
-    run.check_config(cfg)
+    cfg = cfgs[0]  # every field that is not a member's number is the same in all
+    for run, member_cfg in zip(runs, cfgs):
+        run.check_config(member_cfg)
     mesh = data_mesh()
     check_batch_size(cfg.batch_size, mesh)
     size = image_size(cfg, get_pretrained_cfg(cfg.model))
@@ -203,64 +374,105 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         raise ConfigError(
             f"--batch-size {cfg.batch_size} is more than the {len(data.train)} training images; lower --batch-size"
         )
+    total_steps = cfg.epochs * steps_per_epoch
+    side_by_side = len(cfgs) > 1
+    members = [_Member(c, run, total_steps, log, named=in_group) for c, run in zip(cfgs, runs)]
     if is_main:
-        held.enter_context(run.lock())
-        run.start(cfg)
-        run.write_classes(data.class_names)
-        write_text_atomically(run.data_report, json.dumps(data.report, indent=1) + "\n")
+        for member in members:
+            held.enter_context(member.run.lock())
+        for member in members:
+            member.run.start(member.cfg)
+            member.run.write_classes(data.class_names)
+            write_text_atomically(member.run.data_report, json.dumps(data.report, indent=1) + "\n")
 
     model = build_model(cfg, num_classes)
     if is_main:
         summary = model_summary(model, cfg, size)
-        run.write_model_summary(summary)
+        for member in members:
+            member.run.write_model_summary(summary)
         log(f"{cfg.model}: {summary['parameters']:,} parameters, {summary['trainable_parameters']:,} trainable")
+        if side_by_side:
+            log(f"training {len(members)} runs side by side in one program (one data order, one compiled step)")
     normalize = normalization(cfg.norm, model.pretrained_cfg)
-    total_steps = cfg.epochs * steps_per_epoch
-    optimizer = build_optimizer(cfg, model, total_steps)
+    # The most general member's optimizer: a momentum buffer or a decay term if any member has one.
+    optimizer = build_optimizer(
+        dataclasses.replace(cfg, momentum=max(c.momentum for c in cfgs), weight_decay=max(c.weight_decay for c in cfgs)),
+        model, total_steps,
+    )  # fmt: skip
     frozen_bn = frozen_prefixes(model, cfg.freeze_stages) if cfg.frozen_bn_eval else ()
-    graphdef, state = init_state(model, optimizer, frozen_bn, recipe_numbers(cfg, total_steps))
+    graphdef, template = init_state(model, optimizer, frozen_bn, members[0].hyper)
     del model
-    state = replicate(state, mesh)
-
-    latest, best = Checkpoints(run.latest, max_to_keep=2), Checkpoints(run.best)
-    held.callback(latest.close)  # on every way out: Orbax's threads must not outlive a failed run
-    held.callback(best.close)
-    progress_info = {"epoch": 0, "batch": 0, "sums": {}, "best_map5": -1.0, "best_epoch": -1}
-    resumed = latest.latest_step() is not None
-    if resumed:
-        trees, progress_info = latest.restore(checkpoint_trees(state), fall_back=log)
-        model_trees, optimizer_trees = trees["model"], trees["optimizer"]
-        state = state._replace(params=model_trees["params"], rest=model_trees["rest"], opt_state=optimizer_trees["opt_state"],
-                               step=optimizer_trees["step"])  # fmt: skip
-        latest.discard_after(int(state.step))  # damaged steps, skipped above: this run writes them again
-        log(f"resuming {run.path} at epoch {progress_info['epoch'] + 1}, batch {progress_info['batch']}")
+    for member in members:
+        member.open_checkpoints()
+        held.callback(member.close)  # on every way out: Orbax's threads must not outlive a failed run
+    states = [template._replace(hyper=member.hyper) for member in members]
+    failures: list[str] = []
+    for member in members:
+        if in_group and member.run.stopped.exists():
+            member.stopped = json.loads(member.run.stopped.read_text())["message"]
+            failures.append(f"{member.run.path}: {member.stopped}")
+            member.log(f"stopped before: {member.stopped}")
+    going = [index for index, member in enumerate(members) if not member.stopped]
+    if any(members[index].latest.latest_step() is not None for index in going):
+        restored = _restore_together([members[index] for index in going], template, log)
+        for index, (trees, saved) in zip(going, restored):
+            member = members[index]
+            model_trees, optimizer_trees = trees["model"], trees["optimizer"]
+            states[index] = template._replace(params=model_trees["params"], rest=model_trees["rest"],
+                                              opt_state=optimizer_trees["opt_state"], step=optimizer_trees["step"],
+                                              hyper=member.hyper)  # fmt: skip
+            member.progress, member.resumed = saved, True
+            member.latest.discard_after(int(optimizer_trees["step"]))  # damaged steps, skipped: written again
+        first = members[going[0]].progress
+        log(f"resuming {', '.join(str(members[index].run.path) for index in going)} at epoch {first['epoch'] + 1}, "
+            f"batch {first['batch']}")  # fmt: skip
+    position = dict(members[going[0]].progress) if going else {"epoch": 0, "batch": 0}  # the group's data position
     if is_main:
-        run.keep_epochs_before(progress_info["epoch"])
+        for member in members:
+            member.run.keep_epochs_before(position["epoch"])
+    for member in members:
+        member.history = member.run.history()
+    state = replicate(_stack(states) if side_by_side else states[0], mesh)
+    del states, template
 
-    train_step = make_train_step(graphdef, optimizer, normalize=normalize, precision=cfg.precision)
+    def member_state(index: int) -> TrainState:
+        return jax.tree.map(lambda leaf: leaf[index], state) if side_by_side else state
+
+    if side_by_side:
+        members_step = make_members_train_step(graphdef, optimizer, normalize=normalize, precision=cfg.precision)
+        active = np.array([member.stopped is None for member in members])
+        _check_members_fit(members_step, state, jnp.asarray(active), cfg, size, mesh)
+
+        def train_step(state, images, labels):
+            return members_step(state, images, labels, jnp.asarray(active))
+    else:
+        train_step = make_train_step(graphdef, optimizer, normalize=normalize, precision=cfg.precision)
     eval_step = make_eval_step(graphdef, normalize=normalize, precision=cfg.precision)
     augment = augment_config(cfg, size)
-    history = run.history()
-    divergence = DivergenceWatch(cfg.lr, log)
 
-    def last_good() -> str:
-        """The checkpoint to fall back on; a NaN after a resume is the training diverging, not damaged files,
-        since what the run resumed from was verified when it was read (`Checkpoints.restore`)."""
-        step = latest.latest_step()
-        if step is None:
-            return "no checkpoint was saved"
-        verified = " (the checkpoint it resumed from was verified when read: the training diverged)" if resumed else ""
-        return f"its last good checkpoint is step {step} in {run.latest}{verified}"
+    def stop(index: int, message: str) -> None:
+        """A non-finite run: alone, it ends; in a group, the member stops and the others train on."""
+        if not in_group:
+            raise NonFiniteLossError(message)
+        members[index].stopped = message
+        if side_by_side:
+            active[index] = False
+        if is_main:
+            write_text_atomically(members[index].run.stopped, json.dumps({"message": message}, indent=1) + "\n")
+        failures.append(f"{members[index].run.path}: {message}")
+        members[index].log(f"stopped: {message}")
 
-    def save_latest(epoch: int, batch: int, sums: _EpochSums) -> None:
-        if not _all_finite(state.params):
-            raise NonFiniteLossError(
-                f"the parameters became NaN or infinite by step {int(state.step)} (epoch {epoch + 1}); the run stopped "
-                f"before saving them, and {last_good()}; lower the learning rate (--lr, now {cfg.lr}) or use warmup "
-                "(--warmup-steps) in a new --run directory"
-            )
-        info = dict(progress_info, epoch=epoch, batch=batch, sums=sums.to_json())
-        latest.save(int(state.step), checkpoint_trees(state), info)
+    def save_latest(epoch: int, batch: int) -> None:
+        for index, member in enumerate(members):
+            if member.stopped:
+                continue
+            one = member_state(index)
+            if not _all_finite(one.params):
+                stop(index, f"the parameters became NaN or infinite by step {int(one.step)} (epoch {epoch + 1}); the "
+                            f"run stopped before saving them, and {member.last_good()}; {member.advice()}")  # fmt: skip
+                continue
+            info = dict(member.progress, epoch=epoch, batch=batch, sums=member.sums.to_json())
+            member.latest.save(int(one.step), checkpoint_trees(one), info)
 
     placement = choose_placement(
         cfg.data_placement, augment, [split.data for split in (data.train, data.val, data.test) if split is not None],
@@ -275,7 +487,7 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
             placed[id(split.data)] = DeviceImages.place(split.data, mesh)
         return placed[id(split.data)]
 
-    feed = dict(augment_cfg=augment, seed=cfg.seed, epoch=progress_info["epoch"], start_batch=progress_info["batch"],
+    feed = dict(augment_cfg=augment, seed=cfg.seed, epoch=position["epoch"], start_batch=position["batch"],
                 end_epoch=cfg.epochs, process_index=jax.process_index(), process_count=jax.process_count())
     val_placed = on_device(data.val)  # placed before the first epoch, so that its timings do not hold the copy
     if placement == "device":
@@ -283,9 +495,12 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
     else:
         stream = _on_mesh(train_batches(data.train.data, data.train.indices, cfg.batch_size, workers=cfg.workers,
                                         **feed), mesh)  # fmt: skip
-    for epoch in range(progress_info["epoch"], cfg.epochs):
-        start_batch = progress_info["batch"] if epoch == progress_info["epoch"] else 0
-        sums = _EpochSums(progress_info["sums"] if epoch == progress_info["epoch"] else None)
+    for epoch in range(position["epoch"], cfg.epochs):
+        if all(member.stopped for member in members):
+            break
+        start_batch = position["batch"] if epoch == position["epoch"] else 0
+        for member in members:
+            member.sums = _EpochSums(member.progress["sums"] if epoch == position["epoch"] else None)
         batches = itertools.islice(stream, steps_per_epoch - start_batch)
         bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (progress and is_main), dynamic_ncols=True)
@@ -297,68 +512,93 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
                 return
             batch_number, metrics = pending
             pending = None
-            loss = sums.add(metrics)
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"the training loss became {loss} at epoch {epoch + 1}, batch {batch_number + 1}; the run stopped "
-                    f"and {last_good()}; lower the learning rate (--lr, now {cfg.lr}) or use warmup (--warmup-steps) "
-                    "in a new --run directory"
+            for index, member in enumerate(members):
+                if member.stopped:
+                    continue
+                one = jax.tree.map(lambda value: value[index], metrics) if side_by_side else metrics
+                loss = member.sums.add(one)
+                if not math.isfinite(loss):
+                    stop(index, f"the training loss became {loss} at epoch {epoch + 1}, batch {batch_number + 1}; the "
+                                f"run stopped and {member.last_good()}; {member.advice()}")  # fmt: skip
+                    continue
+                member.divergence.see(loss, int(position["step"]))
+            running = [member for member in members if not member.stopped]
+            if running:
+                sums = running[0].sums
+                elapsed = sums.seconds + time.perf_counter() - started
+                bar.set_postfix(
+                    loss=f"{sums.loss / sums.steps:.4f}" + (f" (+{len(running) - 1})" if len(running) > 1 else ""),
+                    map5=f"{sums.map5 / sums.steps:.3f}",
+                    img_s=f"{sums.steps * cfg.batch_size * len(running) / elapsed:.1f}",
                 )
-            divergence.see(loss, int(state.step))
-            elapsed = sums.seconds + time.perf_counter() - started
-            bar.set_postfix(
-                loss=f"{sums.loss / sums.steps:.4f}",
-                map5=f"{sums.map5 / sums.steps:.3f}",
-                img_s=f"{sums.steps * cfg.batch_size / elapsed:.1f}",
-            )
 
         started = time.perf_counter()
         for batch_number, (images, labels) in enumerate(batches, start=start_batch):
             state, metrics = train_step(state, images, labels)
+            position["step"] = epoch * steps_per_epoch + batch_number + 1
             consume()
             pending = (batch_number, metrics)
             bar.update(1)
+            if not any(member.stopped is None for member in members):
+                break
             if cfg.checkpoint_every and (batch_number + 1) % cfg.checkpoint_every == 0 and batch_number + 1 < steps_per_epoch:
                 consume()
-                sums.seconds += time.perf_counter() - started
+                seconds = time.perf_counter() - started
+                for member in members:
+                    member.sums.seconds += seconds
                 started = time.perf_counter()
-                save_latest(epoch, batch_number + 1, sums)
+                save_latest(epoch, batch_number + 1)
         consume()
         bar.close()
-        sums.seconds += time.perf_counter() - started
-
-        eval_started = time.perf_counter()
-        val_logits = predict(partial(eval_step, state), data.val, cfg.batch_size, mesh, val_placed)
-        val = evaluation_metrics(val_logits, data.val.labels)
-        line = {
-            "epoch": epoch,
-            "step": int(state.step),
-            "lr": float(current_learning_rate(state.opt_state)),
-            "train_loss": sums.loss / sums.steps,
-            "train_map@5": sums.map5 / sums.steps,
-            **{f"val_{k}": v for k, v in val.items()},
-            "train_seconds": sums.seconds,
-            "eval_seconds": time.perf_counter() - eval_started,
-            "images_per_s": sums.steps * cfg.batch_size / sums.seconds,
-        }
-        history.append(line)
-        if is_main:
-            run.append_metrics(line)
-            plot_training_curves(history, run.curves, title=f"{cfg.model} — {run.path.name}")
-        log(
-            f"epoch {epoch + 1}/{cfg.epochs}: train loss {line['train_loss']:.4f}, val loss {val['loss']:.4f}, "
-            f"val MAP@5 {val['map@5']:.4f}, MAP@1 {val['map@1']:.4f}, acc@5 {val['acc@5']:.4f}"
-        )
-        if val["map@5"] > progress_info["best_map5"]:
-            progress_info.update(best_map5=val["map@5"], best_epoch=epoch)
-            best.save(epoch, {"model": checkpoint_trees(state)["model"]}, dict(progress_info, epoch=epoch + 1))
-        save_latest(epoch + 1, 0, _EpochSums())
+        seconds = time.perf_counter() - started
+        for member in members:
+            member.sums.seconds += seconds
+        for index, member in enumerate(members):
+            if not member.stopped:
+                _end_epoch(member, member_state(index), epoch, data, val_placed, eval_step, mesh, is_main)
+        save_latest(epoch + 1, 0)
+        for member in members:
+            member.sums = _EpochSums()
 
     stream.close()  # stops the worker processes now rather than at garbage collection
     if data.test is not None:
-        test_logits = predict(partial(eval_step, state), data.test, cfg.batch_size, mesh, on_device(data.test))
-        test = evaluation_metrics(test_logits, data.test.labels) | standard_errors(test_logits, data.test.labels)
-        if is_main:
-            write_text_atomically(run.test_metrics, json.dumps({"model": "final", **test}, indent=1) + "\n")
-        log(f"test: MAP@5 {test['map@5']:.4f}, MAP@1 {test['map@1']:.4f}, acc@5 {test['acc@5']:.4f}")
-    return history
+        for index, member in enumerate(members):
+            if member.stopped:
+                continue
+            test_logits = predict(partial(eval_step, member_state(index)), data.test, cfg.batch_size, mesh,
+                                  on_device(data.test))  # fmt: skip
+            test = evaluation_metrics(test_logits, data.test.labels) | standard_errors(test_logits, data.test.labels)
+            if is_main:
+                write_text_atomically(member.run.test_metrics, json.dumps({"model": "final", **test}, indent=1) + "\n")
+            member.log(f"test: MAP@5 {test['map@5']:.4f}, MAP@1 {test['map@1']:.4f}, acc@5 {test['acc@5']:.4f}")
+    return [member.history for member in members], failures
+
+
+def _end_epoch(member: _Member, state: TrainState, epoch: int, data, val_placed, eval_step, mesh, is_main: bool) -> None:
+    """Evaluate one member after an epoch: its metrics line, curves and best checkpoint."""
+    cfg, sums = member.cfg, member.sums
+    eval_started = time.perf_counter()
+    val_logits = predict(partial(eval_step, state), data.val, cfg.batch_size, mesh, val_placed)
+    val = evaluation_metrics(val_logits, data.val.labels)
+    line = {
+        "epoch": epoch,
+        "step": int(state.step),
+        "lr": float(current_learning_rate(state.opt_state)),
+        "train_loss": sums.loss / sums.steps,
+        "train_map@5": sums.map5 / sums.steps,
+        **{f"val_{k}": v for k, v in val.items()},
+        "train_seconds": sums.seconds,
+        "eval_seconds": time.perf_counter() - eval_started,
+        "images_per_s": sums.steps * cfg.batch_size / sums.seconds,
+    }
+    member.history.append(line)
+    if is_main:
+        member.run.append_metrics(line)
+        plot_training_curves(member.history, member.run.curves, title=f"{cfg.model} — {member.run.path.name}")
+    member.log(
+        f"epoch {epoch + 1}/{cfg.epochs}: train loss {line['train_loss']:.4f}, val loss {val['loss']:.4f}, "
+        f"val MAP@5 {val['map@5']:.4f}, MAP@1 {val['map@1']:.4f}, acc@5 {val['acc@5']:.4f}"
+    )
+    if val["map@5"] > member.progress["best_map5"]:
+        member.progress.update(best_map5=val["map@5"], best_epoch=epoch)
+        member.best.save(epoch, {"model": checkpoint_trees(state)["model"]}, dict(member.progress, epoch=epoch + 1))

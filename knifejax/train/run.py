@@ -10,6 +10,8 @@
       test_metrics.json    the final model on --test-data, once, at the end
       checkpoints/latest/  Orbax: full training state + data position, the two newest steps
       checkpoints/best/    Orbax: the state of the epoch with the best validation MAP@5
+      stopped.json         only for a run trained side by side (`fit_many`) whose loss became non-finite: why it
+                           stopped while the others trained on; the group, resumed, leaves it stopped
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class RunDir:
         self.data_report = self.path / "data_report.json"
         self.latest = self.path / "checkpoints" / "latest"
         self.best = self.path / "checkpoints" / "best"
+        self.stopped = self.path / "stopped.json"
 
     def read_config(self) -> TrainConfig:
         try:

@@ -72,6 +72,29 @@ def _cast_floats(tree, dtype):
     return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
+def _train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, label_smoothing, normalize, precision):
+    """The train step as a pure function `(state, images, labels) -> (state, metrics)`, not yet compiled."""
+    dtype = COMPUTE_DTYPES[precision]
+
+    def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
+        x = _inputs(images, normalize, dtype)
+        smoothing = label_smoothing if state.hyper is None else state.hyper.label_smoothing
+        numbers = {} if state.hyper is None else {"hyperparameters": state.hyper}
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, _cast_floats(params, dtype), state.rest, copy=True)
+            logits = model(x)
+            rest = jax.tree.map(lambda new, old: new.astype(old.dtype), nnx.state(model, nnx.Not(nnx.Param)), state.rest)
+            return cross_entropy(logits, labels, smoothing), (logits, rest)
+
+        (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **numbers)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, rest, opt_state, state.step + 1, state.hyper), {"loss": loss, **ranking_metrics(logits, labels)}
+
+    return train_step
+
+
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
@@ -93,26 +116,30 @@ def make_train_step(
     The same step runs on one device or many: shard the batch over a "data" mesh axis and replicate the
     state (`knifejax.train.sharding`); jit then splits the work and BatchNorm averages over the global batch.
     """
-    dtype = COMPUTE_DTYPES[precision]
+    return jax.jit(_train_step(graphdef, optimizer, label_smoothing, normalize, precision), donate_argnums=0)
+
+
+def make_members_train_step(
+    graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, normalize: tuple | None = None,
+    precision: str = "fp32", at_once: int | None = None,
+):  # fmt: skip
+    """Members side by side: a jit-compiled `(states, images, labels, active) -> (states, metrics)` where every
+    array of `states` (each with its `hyper`) and of the metrics has a leading member axis, and all members
+    train on the same batch under `jax.vmap`. A member whose `active` flag is False keeps its state unchanged
+    (a member that diverged stops while the others go on). The input states' buffers are donated.
+    """
+    step = _train_step(graphdef, optimizer, 0.0, normalize, precision)
 
     @partial(jax.jit, donate_argnums=0)
-    def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
-        x = _inputs(images, normalize, dtype)
-        smoothing = label_smoothing if state.hyper is None else state.hyper.label_smoothing
-        numbers = {} if state.hyper is None else {"hyperparameters": state.hyper}
+    def members_step(states: TrainState, images: jax.Array, labels: jax.Array, active: jax.Array):
+        stepped, metrics = jax.lax.map(lambda s: step(s, images, labels), states, batch_size=at_once)
 
-        def loss_fn(params):
-            model = nnx.merge(graphdef, _cast_floats(params, dtype), state.rest, copy=True)
-            logits = model(x)
-            rest = jax.tree.map(lambda new, old: new.astype(old.dtype), nnx.state(model, nnx.Not(nnx.Param)), state.rest)
-            return cross_entropy(logits, labels, smoothing), (logits, rest)
+        def keep_inactive(new: jax.Array, old: jax.Array) -> jax.Array:
+            return jax.lax.select(jnp.broadcast_to(active.reshape(active.shape + (1,) * (new.ndim - 1)), new.shape), new, old)
 
-        (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **numbers)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, rest, opt_state, state.step + 1, state.hyper), {"loss": loss, **ranking_metrics(logits, labels)}
+        return jax.tree.map(keep_inactive, stepped, states), metrics
 
-    return train_step
+    return members_step
 
 
 def make_eval_step(graphdef: nnx.GraphDef, *, normalize: tuple | None = None, precision: str = "fp32"):
