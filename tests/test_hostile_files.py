@@ -265,7 +265,7 @@ def test_crafted_checkpoint_is_refused_in_bounded_memory_everywhere(checkpoint_r
             assert result["error"] in ("CheckpointError", "WeightMismatchError", "NonFiniteWeightsError"), (job_id, result)
             assert "\n" not in result["message"], (job_id, result)
         assert str(path) in result["message"] and says in result["message"], (job_id, result)
-    assert not (run / finding / "checkpoints").exists()  # the failed start trained nothing
+    assert not (run / finding).exists()  # the failed start wrote nothing
 
 
 # --- records the pickle cannot change ----------------------------------------------------------------------

@@ -250,3 +250,21 @@ def test_divergence_is_warned_once():
     for step, loss in enumerate([2.8, 50.0, 400.0, 1e17, np.inf]):
         watch.see(loss, step + 1)
     assert len(said) == 1 and "grew from 2.8 to 400 by step 3" in said[0] and "--lr, now 1000" in said[0]
+
+
+def test_refused_initial_weights_leave_no_run_and_no_warning_behind(tmp_path, capsys):
+    """A --weights file that does not fit is refused before the run directory is written (so the same command
+    with the right file starts afresh), and its error line comes alone: the classifier it would have dropped is
+    not reported for a load that does not happen."""
+    from safetensors.numpy import save_file
+
+    weights = tmp_path / "other.safetensors"
+    save_file({"fc.weight": np.zeros((3, 8), np.float32), "stem.weight": np.zeros((8, 3, 3, 3), np.float32)}, weights)
+    run = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fails(capsys, [*TRAIN, "--run", str(run), "--synthetic-classes", "4", "--synthetic-per-class", "4", "--batch-size", "4",
+                        "--cache-dir", str(tmp_path / "cache"), "--weights", str(weights)],
+               f"checkpoint from {weights} does not fit resnet18", "unexpected (1): stem.weight")
+    assert [str(w.message) for w in caught if "classifier" in str(w.message)] == []
+    assert not run.exists()

@@ -203,14 +203,12 @@ def _fit(cfg: TrainConfig, run: RunDir, held: contextlib.ExitStack, *, progress:
         raise ConfigError(
             f"--batch-size {cfg.batch_size} is more than the {len(data.train)} training images; lower --batch-size"
         )
+    model = build_model(cfg, num_classes)  # before the run is written: a refused weights file leaves no run behind
     if is_main:
         held.enter_context(run.lock())
         run.start(cfg)
         run.write_classes(data.class_names)
         write_text_atomically(run.data_report, json.dumps(data.report, indent=1) + "\n")
-
-    model = build_model(cfg, num_classes)
-    if is_main:
         summary = model_summary(model, cfg, size)
         run.write_model_summary(summary)
         log(f"{cfg.model}: {summary['parameters']:,} parameters, {summary['trainable_parameters']:,} trainable")
