@@ -63,6 +63,14 @@ def test_a_run_folder_under_a_file_is_refused(tmp_path, capsys):
     _fails(capsys, [*TRAIN, "--run", str(tmp_path / "file" / "run")], "--run", "is a file")
 
 
+def test_a_run_folder_under_a_link_to_nothing_is_refused(tmp_path, capsys):
+    """`runs` linked to a disk that is not mounted: refused before any work, not a FileExistsError at the end."""
+    os.symlink(tmp_path / "unmounted", tmp_path / "runs")
+    _fails(capsys, [*TRAIN, "--run", str(tmp_path / "runs" / "b0")],
+           f"--run: {tmp_path / 'runs'} is a link to {tmp_path / 'unmounted'}, which does not exist")
+    assert not (tmp_path / "unmounted").exists()
+
+
 @pytest.fixture
 def photos(tmp_path) -> Path:
     folder = tmp_path / "photos"
