@@ -12,6 +12,7 @@ the test images.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -143,10 +144,12 @@ def write_table(document: dict, path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    started = time.perf_counter()
-    args, out, members_from, members = run_members(EXPERIMENT, compare_architectures.EXPERIMENT, argv)
-    if not members:  # --list
-        return {}
+    work = partial(_ensemble, argv=argv, started=time.perf_counter())
+    return run_members(EXPERIMENT, compare_architectures.EXPERIMENT, argv, work)
+
+
+def _ensemble(args: argparse.Namespace, out: Path, members_from: Path, members: dict, *, argv: list[str],
+              started: float) -> dict:
     log = partial(runner.say, progress=not args.no_progress)
     per_seed = []
     chosen = compare_architectures.ensemble_members(PRESETS[runner.preset_name(args)])

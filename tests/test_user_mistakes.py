@@ -8,6 +8,7 @@ import errno
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,11 @@ from tests.cli_errors import refused
 TRAIN = ["train", "--model", "resnet18", "--epochs", "1", "--image-size", "32", "--no-progress"]
 
 
-def _fails(capsys, argv: list[str], *says: str) -> str:
-    """Run the CLI, assert exit 2 and a single error line holding each of `says`; return that line."""
+def _fails(capsys, command: list[str] | Callable[[], object], *says: str) -> str:
+    """Run the CLI with `command` as its arguments (or call `command`), assert exit 2 and a single error line
+    holding each of `says`; return that line."""
     with refused(capsys, *says) as said:
-        cli_main(argv)
+        command() if callable(command) else cli_main(command)
     return said["err"]
 
 
@@ -276,3 +278,22 @@ def test_refused_initial_weights_leave_no_run_and_no_warning_behind(tmp_path, ca
                f"checkpoint from {weights} does not fit resnet18", "unexpected (1): stem.weight")
     assert [str(w.message) for w in caught if "classifier" in str(w.message)] == []
     assert not run.exists()
+
+
+EXPERIMENT_SCRIPTS = ("sweep_lr", "sweep_scheduler", "sweep_batch", "compare_optimizers", "transfer_modes",
+                      "compare_architectures", "compare_vit", "ensemble", "gradcam")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_SCRIPTS)
+def test_every_experiment_script_reports_a_mistake_in_one_line(tmp_path, capsys, name):
+    """The ensembles and Grad-CAM run compare_architectures first: their mistakes too are one line, exit 2, and an
+    output folder that cannot be made is refused before any run starts."""
+    import importlib
+
+    script = importlib.import_module(f"experiments.{name}")
+    out = ["--preset", "smoke", "--no-progress", "--out"]
+    _fails(capsys, lambda: script.main([*out, str(tmp_path / "a"), "--epochs", "0"]), "--epochs must be at least 1")
+    os.symlink(tmp_path / "unmounted", tmp_path / "runs")
+    _fails(capsys, lambda: script.main([*out, str(tmp_path / "runs" / name)]),
+           f"--out: {tmp_path / 'runs'} is a link to {tmp_path / 'unmounted'}, which does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
