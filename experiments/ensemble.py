@@ -111,6 +111,12 @@ def study_map1(row: dict) -> float | None:
     return None if reading is None else reading.map1
 
 
+def study_table4_members() -> str:
+    """The study's four members with their MAP@1, whichever rows a preset trains."""
+    members = [a for a in study.ARCHITECTURES if a.ensemble_member]
+    return ", ".join(f"{a.label} {study_results.TABLE4_MEMBERS[split_model_name(a.model)[0]].map1:.3f}" for a in members)
+
+
 def write_table(document: dict, path: Path) -> Path:
     seeds = len(document["seeds"])
     spread = SE_NOTE if seeds == 1 else f"mean ± sample standard deviation over {seeds} seeds (one ensemble per seed)"
@@ -134,8 +140,9 @@ def write_table(document: dict, path: Path) -> Path:
         "than on new images. Fit on validation: images no member trained on (knifejax's default, "
         "docs/ensembles.md); only with a separate test set.",
         f"- the study's column: its Table 4 (MAP@1 on real photos, members from ImageNet weights): its four members "
-        f"{', '.join(a.label for a in study.ARCHITECTURES if a.ensemble_member)} and their two ensembles; at the study "
-        "preset the ensembles here combine the same four (EfficientNet-B3 is a Table 3 row only).",
+        f"{study_table4_members()} and their two ensembles (score averaging {study_results.TABLE4_AVERAGING.map1:.3f}, "
+        f"stacked NN {study_results.TABLE4_STACKED.map1:.3f}); at the study preset the ensembles here combine the same "
+        "four (EfficientNet-B3 is a Table 3 row only).",
         "", f"Command: `{document['command']}`; total wall time {document['wall_seconds']:.0f} s.", "",
     ]  # fmt: skip
     write_text_atomically(path, "\n".join(lines))
