@@ -39,7 +39,8 @@ def _source_argv(argv: list[str]) -> list[str]:
     return kept
 
 
-def run_members(experiment: runner.Experiment, source: runner.Experiment, argv: list[str], work: Callable[..., dict]) -> dict:
+def run_members(experiment: runner.Experiment, source: runner.Experiment, argv: list[str],
+                work: Callable[..., dict]) -> dict:
     """Parse `argv` for `experiment`, run `source` with the same flags into the members folder, then
     `work(args, out, members_from, members)` (the parsed arguments, this experiment's output folder, the members
     folder, the source's results document) and return what it returns ({} with --list). All of it is reported as

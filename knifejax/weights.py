@@ -125,7 +125,9 @@ def load_timm_weights(
     return model
 
 
-def _without_foreign_head(model: nnx.Module, state: dict, slots: dict[str, _Slot]) -> tuple[dict, dict, str | None]:
+def _without_foreign_head(
+    model: nnx.Module, state: dict, slots: dict[str, _Slot]
+) -> tuple[dict, dict, str | None]:
     """Drop a checkpoint classifier made for another class count: the model's stays fresh. Returns the warning
     that says so (None when the classifier fits)."""
     head = _classifier_prefix(model)
@@ -137,8 +139,10 @@ def _without_foreign_head(model: nnx.Module, state: dict, slots: dict[str, _Slot
     if not (ckpt_head and head_differs):
         return state, slots, None
     shapes = ", ".join(f"{k} {tuple(state[k].shape)}" for k in sorted(ckpt_head))
-    warning = (f"checkpoint classifier ({shapes}) does not fit this model's "
-               f"{getattr(model, 'num_classes', '?')} classes: the classifier keeps its fresh initialisation")  # fmt: skip
+    warning = (
+        f"checkpoint classifier ({shapes}) does not fit this model's {getattr(model, 'num_classes', '?')} classes: "
+        "the classifier keeps its fresh initialisation"
+    )
     return (
         {k: v for k, v in state.items() if k not in ckpt_head},
         {k: v for k, v in slots.items() if k not in model_head},
