@@ -12,6 +12,7 @@ the test images.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -110,6 +111,12 @@ def study_map1(row: dict) -> float | None:
     return None if reading is None else reading.map1
 
 
+def study_table4_members() -> str:
+    """The study's four members with their MAP@1, whichever rows a preset trains."""
+    members = [a for a in study.ARCHITECTURES if a.ensemble_member]
+    return ", ".join(f"{a.label} {study_results.TABLE4_MEMBERS[split_model_name(a.model)[0]].map1:.3f}" for a in members)
+
+
 def write_table(document: dict, path: Path) -> Path:
     seeds = len(document["seeds"])
     spread = SE_NOTE if seeds == 1 else f"mean ± sample standard deviation over {seeds} seeds (one ensemble per seed)"
@@ -133,8 +140,9 @@ def write_table(document: dict, path: Path) -> Path:
         "than on new images. Fit on validation: images no member trained on (knifejax's default, "
         "docs/ensembles.md); only with a separate test set.",
         f"- the study's column: its Table 4 (MAP@1 on real photos, members from ImageNet weights): its four members "
-        f"{', '.join(a.label for a in study.ARCHITECTURES if a.ensemble_member)} and their two ensembles; at the study "
-        "preset the ensembles here combine the same four (EfficientNet-B3 is a Table 3 row only).",
+        f"{study_table4_members()} and their two ensembles (score averaging {study_results.TABLE4_AVERAGING.map1:.3f}, "
+        f"stacked NN {study_results.TABLE4_STACKED.map1:.3f}); at the study preset the ensembles here combine the same "
+        "four (EfficientNet-B3 is a Table 3 row only).",
         "", f"Command: `{document['command']}`; total wall time {document['wall_seconds']:.0f} s.", "",
     ]  # fmt: skip
     write_text_atomically(path, "\n".join(lines))
@@ -143,10 +151,12 @@ def write_table(document: dict, path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    started = time.perf_counter()
-    args, out, members_from, members = run_members(EXPERIMENT, compare_architectures.EXPERIMENT, argv)
-    if not members:  # --list
-        return {}
+    work = partial(_ensemble, argv=argv, started=time.perf_counter())
+    return run_members(EXPERIMENT, compare_architectures.EXPERIMENT, argv, work)
+
+
+def _ensemble(args: argparse.Namespace, out: Path, members_from: Path, members: dict, *, argv: list[str],
+              started: float) -> dict:
     log = partial(runner.say, progress=not args.no_progress)
     per_seed = []
     chosen = compare_architectures.ensemble_members(PRESETS[runner.preset_name(args)])

@@ -12,8 +12,10 @@ architecture's folder also holds one overlay PNG per shown image and a captioned
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -94,11 +96,12 @@ def draw(explained: list[tuple[Explanations, list[str], dict]], path: Path, titl
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    started = time.perf_counter()
-    args, out, members_from, members = run_members(EXPERIMENT, compare_architectures.EXPERIMENT, argv)
-    if not members:  # --list
-        return {}
+    work = partial(_explain, argv=argv, started=time.perf_counter())
+    return run_members(EXPERIMENT, compare_architectures.EXPERIMENT, argv, work)
 
+
+def _explain(args: argparse.Namespace, out: Path, members_from: Path, members: dict, *, argv: list[str],
+             started: float) -> dict:
     def log(message: str) -> None:
         runner.say(message, not args.no_progress)
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from experiments import runner
 from experiments.presets import PRESETS
 from knifejax.atomic_write import write_text_atomically
+from knifejax.errors import reported_errors
+from knifejax.output_paths import check_writable_folder
 
 
 def parser(experiment: runner.Experiment, source: runner.Experiment) -> argparse.ArgumentParser:
@@ -36,17 +39,22 @@ def _source_argv(argv: list[str]) -> list[str]:
     return kept
 
 
-def run_members(experiment: runner.Experiment, source: runner.Experiment, argv: list[str]):
-    """Parse `argv` for `experiment`, run `source` with the same flags into the members folder; returns
-    (parsed arguments, this experiment's output folder, the members folder, the source's results document —
-    {} with --list)."""
+def run_members(experiment: runner.Experiment, source: runner.Experiment, argv: list[str],
+                work: Callable[..., dict]) -> dict:
+    """Parse `argv` for `experiment`, run `source` with the same flags into the members folder, then
+    `work(args, out, members_from, members)` (the parsed arguments, this experiment's output folder, the members
+    folder, the source's results document) and return what it returns ({} with --list). All of it is reported as
+    every experiment is: a user's mistake in one `knifejax: error:` line, exit 2 (`knifejax.errors`)."""
     args = parser(experiment, source).parse_args(argv)
-    preset = runner.preset_name(args)
-    out = args.out or runner.default_out(experiment.name, preset)
-    members = args.members or out.parent / runner.default_out(source.name, preset).name
-    source_argv = _source_argv(argv)
-    source_args = parser(experiment, source).parse_args([*source_argv, "--out", str(members)])
-    return args, out, members, runner.run_parsed(source, source_args, source_argv)
+    with reported_errors(debug=args.debug, on_interrupt=lambda: runner.RESUMES):
+        preset = runner.preset_name(args)
+        out = args.out or runner.default_out(experiment.name, preset)
+        check_writable_folder(Path(out), "--out")
+        members_from = args.members or out.parent / runner.default_out(source.name, preset).name
+        source_argv = _source_argv(argv)
+        source_args = parser(experiment, source).parse_args([*source_argv, "--out", str(members_from)])
+        members = runner.run_parsed(source, source_args, source_argv)
+        return work(args, out, members_from, members) if members else {}
 
 
 def write_results(experiment: runner.Experiment, argv: list[str], args: argparse.Namespace, members: dict,

@@ -35,6 +35,7 @@ from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import CommandParser, ConfigError, reported_errors
 from knifejax.models.pretrained import PretrainedUnavailableError
 from knifejax.models.weights_folder import full_name, is_packaged, missing_weights_message, weights_in_folder  # fmt: skip
+from knifejax.output_paths import check_writable_folder
 from knifejax.train.config import TrainConfig
 from knifejax.train.flags import add_config_flags, flag, given_fields
 from knifejax.train.loop import fit_many, model_summary, side_by_side_groups
@@ -44,6 +45,7 @@ from experiments.presets import PRESETS, Preset, describe
 from experiments.tables import Table, write_table
 
 COMPILE_CACHE = Path(os.environ.get("KNIFEJAX_CACHE", Path.home() / ".cache" / "knifejax")) / "jax"
+RESUMES = "the same command resumes: finished runs are kept, the interrupted one continues from its last checkpoint"
 # TrainConfig fields that change how a run is fed, not what it computes: ignored when matching runs.
 FEED_ONLY = ("workers", "data_placement", "cache_dir", "weights_dir")
 
@@ -498,8 +500,7 @@ def run_experiment(experiment: Experiment, argv: list[str] | None = None) -> dic
     --debug."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(experiment).parse_args(argv)
-    resumes = "the same command resumes: finished runs are kept, the interrupted one continues from its last checkpoint"
-    with reported_errors(debug=args.debug, on_interrupt=lambda: resumes):
+    with reported_errors(debug=args.debug, on_interrupt=lambda: RESUMES):
         return run_parsed(experiment, args, argv)
 
 
@@ -528,6 +529,7 @@ def run_parsed(experiment: Experiment, args: argparse.Namespace, argv: list[str]
         print("\n".join(["", *weights_lines(runs), "", about]))
         return {}
 
+    check_writable_folder(Path(out), "--out")
     check_no_conflict(runs)
     check_weights(runs)
     progress = not args.no_progress

@@ -21,6 +21,7 @@ from knifejax.atomic_write import write_text_atomically
 from knifejax.data.decode import DEFAULT_MAX_PIXELS
 from knifejax.data.open import SPEC_HELP
 from knifejax.errors import CommandParser, ConfigError, reported_errors
+from knifejax.output_paths import check_writable_folder
 
 EXAMPLES = """examples:
   python -m knifejax train --run runs/lite0 --pretrained default --epochs 3 --image-size 96 --synthetic-classes 32
@@ -61,7 +62,7 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    _check_writable_folder(Path(args.run), "--run")
+    check_writable_folder(Path(args.run), "--run")
     import jax
 
     if args.distributed:
@@ -104,23 +105,14 @@ def _check_output_file(path: str, flag: str, overwrite: bool) -> None:
         raise ConfigError(f"{flag} {out} is a folder; give the path of a file to write")
     if out.exists() and not overwrite:
         raise ConfigError(f"{flag} {out} exists; give another path, or pass --overwrite to replace it")
-    _check_writable_folder(out.parent, flag)
+    check_writable_folder(out.parent, flag)
 
 
 def _check_output_folder(path: str, flag: str) -> None:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{flag} {out} is a file; give a folder to write the images into")
-    _check_writable_folder(out, flag)
-
-
-def _check_writable_folder(folder: Path, flag: str) -> None:
-    """The folder, or the nearest part of it that exists, must be a folder that takes new files."""
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ConfigError(f"{flag}: {existing} is a file, so {folder} cannot be a folder")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag}: {existing} is not writable; choose another place")
+    check_writable_folder(out, flag)
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:

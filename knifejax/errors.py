@@ -17,6 +17,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from PIL import Image
+
 # What the environment refuses, not knifejax: a full disk, a read-only or forbidden folder (also what a
 # checkpoint save reports as a refusal, `knifejax.train.checkpoint`).
 ENVIRONMENT_ERRNOS = {
@@ -83,31 +85,35 @@ def reported_errors(*, debug: bool = False, on_interrupt: Callable[[], str] | No
     """Run an entry point's work: a user's mistake or a refusing environment ends in one `knifejax: error:` line
     and exit 2, Ctrl-C in one `knifejax: interrupted` line (with what `on_interrupt` says) and exit 130; a bug
     keeps its traceback. `debug=True` re-raises everything, for the traceback. Warnings print as one
-    `knifejax: warning:` line each, without Python's file and source line (also restored on the way out)."""
+    `knifejax: warning:` line each, without Python's file and source line (also restored on the way out).
+    Pillow's warning for an image above its own global limit is not shown: knifejax checks every image's size
+    from its header against its own limit (--max-image-pixels), and its error says so."""
     previous_format = warnings.formatwarning
-    if not debug:
-        warnings.formatwarning = _one_line_warning
-    try:
-        yield
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        hint = on_interrupt() if on_interrupt is not None else ""
-        print(f"knifejax: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
-        raise SystemExit(INTERRUPTED_EXIT) from None
-    except UserError as error:
-        if debug:
-            raise
-        first, *more = str(error).splitlines() or [type(error).__name__]
-        for line in (*error.details, *more):
-            print(line)
-        _fail(f"{first.rstrip(':')}{' (listed above)' if more else ''}")
-    except Exception as error:
-        cause = _environment_error(error)
-        if debug or cause is None:
-            raise
-        where = f" {cause.filename}" if cause.filename else ""
-        _fail(f"cannot write{where}: {ENVIRONMENT_ERRNOS[cause.errno]} ({cause.strerror}); free space or choose "
-              "another folder, then run the same command again")
-    finally:
-        warnings.formatwarning = previous_format
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        if not debug:
+            warnings.formatwarning = _one_line_warning
+        try:
+            yield
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            hint = on_interrupt() if on_interrupt is not None else ""
+            print(f"knifejax: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+            raise SystemExit(INTERRUPTED_EXIT) from None
+        except UserError as error:
+            if debug:
+                raise
+            first, *more = str(error).splitlines() or [type(error).__name__]
+            for line in (*error.details, *more):
+                print(line)
+            _fail(f"{first.rstrip(':')}{' (listed above)' if more else ''}")
+        except Exception as error:
+            cause = _environment_error(error)
+            if debug or cause is None:
+                raise
+            where = f" {cause.filename}" if cause.filename else ""
+            _fail(f"cannot write{where}: {ENVIRONMENT_ERRNOS[cause.errno]} ({cause.strerror}); free space or choose "
+                  "another folder, then run the same command again")
+        finally:
+            warnings.formatwarning = previous_format

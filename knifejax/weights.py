@@ -107,12 +107,14 @@ def load_timm_weights(
         if callable(adapt):
             state = adapt(state)
         slots = timm_slots(model)
-        state, slots = _without_foreign_head(model, state, slots)
+        state, slots, foreign_head = _without_foreign_head(model, state, slots)
         _check_fit(model, state, slots, strict, source)
         wanted = [k for k in slots if k in state]
         arrays = checkpoint.read(k for k in wanted if state[k] is checkpoint.entries.get(k))
         arrays.update({k: np.asarray(state[k]) for k in wanted if k not in arrays})  # what adapt made
     _check_finite(arrays, source)
+    if foreign_head:  # said only for a load that goes ahead: a refused file gets its error alone
+        warnings.warn(foreign_head, stacklevel=2)
     converted = {}
     for key, array in arrays.items():
         slot = slots[key]
@@ -123,25 +125,28 @@ def load_timm_weights(
     return model
 
 
-def _without_foreign_head(model: nnx.Module, state: dict, slots: dict[str, _Slot]) -> tuple[dict, dict]:
-    """Drop a checkpoint classifier made for another class count (with a warning): the model's stays fresh."""
+def _without_foreign_head(
+    model: nnx.Module, state: dict, slots: dict[str, _Slot]
+) -> tuple[dict, dict, str | None]:
+    """Drop a checkpoint classifier made for another class count: the model's stays fresh. Returns the warning
+    that says so (None when the classifier fits)."""
     head = _classifier_prefix(model)
     if head is None:
-        return state, slots
+        return state, slots, None
     ckpt_head = {k for k in state if k.startswith(head)}
     model_head = {k for k in slots if k.startswith(head)}
     head_differs = ckpt_head != model_head or any(tuple(state[k].shape) != slots[k].torch_shape for k in ckpt_head)
     if not (ckpt_head and head_differs):
-        return state, slots
+        return state, slots, None
     shapes = ", ".join(f"{k} {tuple(state[k].shape)}" for k in sorted(ckpt_head))
-    warnings.warn(
-        f"checkpoint classifier ({shapes}) does not fit this model's "
-        f"{getattr(model, 'num_classes', '?')} classes: the classifier keeps its fresh initialisation",
-        stacklevel=3,
+    warning = (
+        f"checkpoint classifier ({shapes}) does not fit this model's {getattr(model, 'num_classes', '?')} classes: "
+        "the classifier keeps its fresh initialisation"
     )
     return (
         {k: v for k, v in state.items() if k not in ckpt_head},
         {k: v for k, v in slots.items() if k not in model_head},
+        warning,
     )
 
 

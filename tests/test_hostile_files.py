@@ -265,7 +265,7 @@ def test_crafted_checkpoint_is_refused_in_bounded_memory_everywhere(checkpoint_r
             assert result["error"] in ("CheckpointError", "WeightMismatchError", "NonFiniteWeightsError"), (job_id, result)
             assert "\n" not in result["message"], (job_id, result)
         assert str(path) in result["message"] and says in result["message"], (job_id, result)
-    assert not (run / finding / "checkpoints").exists()  # the failed start trained nothing
+    assert not (run / finding).exists()  # the failed start wrote nothing
 
 
 # --- records the pickle cannot change ----------------------------------------------------------------------
@@ -373,3 +373,22 @@ def test_pixel_limit_is_per_call_and_leaves_pillow_alone(tmp_path):
         load_rgb(tmp_path / "a.png", max_pixels=1000)
     assert load_rgb(tmp_path / "a.png", max_pixels=1200).shape == (30, 40, 3)
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_an_image_over_pillows_own_limit_is_one_error_line(tmp_path, capsys):
+    """Between Pillow's global limit (89 megapixels) and twice it Pillow only warns; knifejax's per-call limit
+    refuses the image, and the command prints that error alone, without Pillow's warning above it."""
+    import warnings
+
+    from knifejax.cli import main as cli_main
+    from PIL import Image
+    from tests.cli_errors import refused
+
+    csv = _tiny_csv(tmp_path)
+    _png_header_only(tmp_path / "big.png", 10000, 10000)
+    csv.write_text(csv.read_text() + "./big.png,0\n")
+    with warnings.catch_warnings(record=True) as caught, refused(capsys, "big.png: 10000 x 10000 pixels"):
+        warnings.simplefilter("always")
+        cli_main(["train", "--run", str(tmp_path / "run"), "--data", str(csv), "--no-progress", "--cache-dir",
+                  str(tmp_path / "cache")])
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -181,3 +181,20 @@ def test_the_report_prints_the_studys_epoch_7_readings_or_says_why_not():
     label, reading = report.EPOCH_READINGS["sweep_scheduler"]
     assert (label, reading.map5, reading.loss, reading.where) == ("lr=1e-4 cosine", 0.704, 0.003, "Fig. 2b")
     assert "0.661 in Table 1, 0.694 in Table 2 and 0.694 in Table 3" in study_results.disagreements()[0]
+
+
+def test_tables_3_and_4_quote_every_row_of_the_study_whichever_rows_a_preset_trains(tmp_path):
+    """The quick preset trains neither EfficientNet-B0 nor B3: their study numbers are still quoted, in the notes."""
+    note = compare_architectures.EXPERIMENT.study_reference
+    for architecture in study.ARCHITECTURES:
+        reading = study_results.TABLE3[architecture.model.split(".")[0]]
+        assert f"{architecture.label} {reading.map5:.3f}" in note
+    assert "EfficientNet-B3 0.786 after 55 epochs (5 h)" in note
+    document = {"title": "Table 4", "preset": {"description": "Preset **quick**"}, "members_from": "m", "seeds": [0],
+                "per_seed": [{"data": "the test split"}], "rows": [], "command": "c", "wall_seconds": 1.0}  # fmt: skip
+    table = ensemble.write_table(document, tmp_path / "table.md").read_text()
+    for architecture in (a for a in study.ARCHITECTURES if a.ensemble_member):
+        reading = study_results.TABLE4_MEMBERS[architecture.model.split(".")[0]]
+        assert f"{architecture.label} {reading.map1:.3f}" in table
+    assert "EfficientNet-B0 0.594" in table
+    assert f"score averaging {study_results.TABLE4_AVERAGING.map1:.3f}" in table

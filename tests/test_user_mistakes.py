@@ -8,6 +8,7 @@ import errno
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,11 @@ from tests.cli_errors import refused
 TRAIN = ["train", "--model", "resnet18", "--epochs", "1", "--image-size", "32", "--no-progress"]
 
 
-def _fails(capsys, argv: list[str], *says: str) -> str:
-    """Run the CLI, assert exit 2 and a single error line holding each of `says`; return that line."""
+def _fails(capsys, command: list[str] | Callable[[], object], *says: str) -> str:
+    """Run the CLI with `command` as its arguments (or call `command`), assert exit 2 and a single error line
+    holding each of `says`; return that line."""
     with refused(capsys, *says) as said:
-        cli_main(argv)
+        command() if callable(command) else cli_main(command)
     return said["err"]
 
 
@@ -61,6 +63,14 @@ def test_bad_training_arguments_are_refused_before_any_work(tmp_path, capsys, fl
 def test_a_run_folder_under_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     _fails(capsys, [*TRAIN, "--run", str(tmp_path / "file" / "run")], "--run", "is a file")
+
+
+def test_a_run_folder_under_a_link_to_nothing_is_refused(tmp_path, capsys):
+    """`runs` linked to a disk that is not mounted: refused before any work, not a FileExistsError at the end."""
+    os.symlink(tmp_path / "unmounted", tmp_path / "runs")
+    _fails(capsys, [*TRAIN, "--run", str(tmp_path / "runs" / "b0")],
+           f"--run: {tmp_path / 'runs'} is a link to {tmp_path / 'unmounted'}, which does not exist")
+    assert not (tmp_path / "unmounted").exists()
 
 
 @pytest.fixture
@@ -250,3 +260,40 @@ def test_divergence_is_warned_once():
     for step, loss in enumerate([2.8, 50.0, 400.0, 1e17, np.inf]):
         watch.see(loss, step + 1)
     assert len(said) == 1 and "grew from 2.8 to 400 by step 3" in said[0] and "--lr, now 1000" in said[0]
+
+
+def test_refused_initial_weights_leave_no_run_and_no_warning_behind(tmp_path, capsys):
+    """A --weights file that does not fit is refused before the run directory is written (so the same command
+    with the right file starts afresh), and its error line comes alone: the classifier it would have dropped is
+    not reported for a load that does not happen."""
+    from safetensors.numpy import save_file
+
+    weights = tmp_path / "other.safetensors"
+    save_file({"fc.weight": np.zeros((3, 8), np.float32), "stem.weight": np.zeros((8, 3, 3, 3), np.float32)}, weights)
+    run = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fails(capsys, [*TRAIN, "--run", str(run), "--synthetic-classes", "4", "--synthetic-per-class", "4", "--batch-size", "4",
+                        "--cache-dir", str(tmp_path / "cache"), "--weights", str(weights)],
+               f"checkpoint from {weights} does not fit resnet18", "unexpected (1): stem.weight")
+    assert [str(w.message) for w in caught if "classifier" in str(w.message)] == []
+    assert not run.exists()
+
+
+EXPERIMENT_SCRIPTS = ("sweep_lr", "sweep_scheduler", "sweep_batch", "compare_optimizers", "transfer_modes",
+                      "compare_architectures", "compare_vit", "ensemble", "gradcam")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_SCRIPTS)
+def test_every_experiment_script_reports_a_mistake_in_one_line(tmp_path, capsys, name):
+    """The ensembles and Grad-CAM run compare_architectures first: their mistakes too are one line, exit 2, and an
+    output folder that cannot be made is refused before any run starts."""
+    import importlib
+
+    script = importlib.import_module(f"experiments.{name}")
+    out = ["--preset", "smoke", "--no-progress", "--out"]
+    _fails(capsys, lambda: script.main([*out, str(tmp_path / "a"), "--epochs", "0"]), "--epochs must be at least 1")
+    os.symlink(tmp_path / "unmounted", tmp_path / "runs")
+    _fails(capsys, lambda: script.main([*out, str(tmp_path / "runs" / name)]),
+           f"--out: {tmp_path / 'runs'} is a link to {tmp_path / 'unmounted'}, which does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]

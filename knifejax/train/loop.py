@@ -377,6 +377,7 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
     total_steps = cfg.epochs * steps_per_epoch
     side_by_side = len(cfgs) > 1
     members = [_Member(c, run, total_steps, log, named=in_group) for c, run in zip(cfgs, runs)]
+    model = build_model(cfg, num_classes)  # before the runs are written: a refused weights file leaves no run behind
     if is_main:
         for member in members:
             held.enter_context(member.run.lock())
@@ -384,9 +385,6 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
             member.run.start(member.cfg)
             member.run.write_classes(data.class_names)
             write_text_atomically(member.run.data_report, json.dumps(data.report, indent=1) + "\n")
-
-    model = build_model(cfg, num_classes)
-    if is_main:
         summary = model_summary(model, cfg, size)
         for member in members:
             member.run.write_model_summary(summary)

@@ -84,7 +84,8 @@ class RunDir:
                 )
 
     def start(self, cfg: TrainConfig) -> None:
-        """Commit `cfg` to the run (after its data and arguments were found usable): a failed start leaves none."""
+        """Commit `cfg` to the run (after its data, arguments and initial weights were found usable): a failed start
+        leaves none."""
         self.check_config(cfg)
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomically(self.config, json.dumps(cfg.to_json(), indent=2) + "\n")
