@@ -10,8 +10,13 @@ seconds is skipped and said so; what was measured is kept whatever happens after
 (c) data_path_resnet18: the same for `resnet18` bf16 batch 256.
 (d) maxpool_resnet18: `benchmarks.throughput` for `resnet18` train bf16 batch 256 (torch beside it when
     installed): the slice max-pooling on a GPU, against the earlier row of docs/performance.md.
+(e) sweep_side_by_side and (f) sweep_alone: the study preset's `sweep_lr` (EfficientNet-B0, batch 32, 224 px,
+    fp32) on the 192-class synthetic set, 2 epochs per rate, with its five rates side by side (`--vectorize`) and
+    then each alone (`--no-vectorize`); B0's starting weights are a seeded model saved as the weights file (no
+    download). Reported: each sweep's wall time, and its final validation MAP@5 per rate.
 
-    python -m benchmarks.gpu_session --out gpu_results              # on the GPU: ~12 minutes, start-up excluded
+    python -m benchmarks.gpu_session --out gpu_results              # on the GPU: (a)-(d) in ~12 minutes
+    python -m benchmarks.gpu_session --out gpu_results --only sweep_side_by_side,sweep_alone   # (e)-(f), ~9 min
     python -m benchmarks.gpu_session --out /tmp/rehearsal --tiny --budget 1800   # toy sizes, on any machine
 
 Each step's output is in OUT/NAME.log, each line stamped with the seconds since the step started; OUT/summary.json
@@ -60,6 +65,17 @@ def steps(out: Path, tiny: bool) -> list[Step]:
         b0 = ["--image-size", "224", "--batch-size", "64", "--steps", "50", "--repeats", "5"]
         resnet = ["--image-size", "224", "--batch-size", "256", "--per-class", "8", "--steps", "30", "--repeats", "5"]
         throughput = ["--image-size", "224", "--batch-size", "256", "--steps", "15", "--warmup", "3"]
+    weights = out / "weights"
+    sweep = ["--preset", "study", "--data", "synthetic", "--weights-dir", str(weights), "--no-progress", "--no-reuse",
+             "--compile-cache", str(out / "jax-cache")]  # fmt: skip
+    if tiny:
+        sweep += ["--synthetic-classes", "4", "--synthetic-per-class", "8", "--image-size", "32", "--batch-size", "8",
+                  "--epochs", "1"]  # fmt: skip
+    else:
+        sweep += ["--synthetic-classes", "192", "--synthetic-per-class", "52", "--epochs", "2",
+                  "--workers", str(min(14, os.cpu_count() or 1))]  # fmt: skip
+    seeded_b0 = ("import knifejax as kj, pathlib, sys; pathlib.Path(sys.argv[1]).parent.mkdir(exist_ok=True); "
+                 "kj.save_timm_weights(kj.create_model('tf_efficientnet_b0.aa_in1k', seed=0), sys.argv[1])")  # fmt: skip
     return [
         Step("b0_20_epochs", [*py, "knifejax", "train", "--run", str(out / "b0_20_epochs"), "--model", "efficientnet_b0",
                               "--precision", "bf16", "--data-placement", "device", "--cache-dir", str(out / "cache"),
@@ -72,6 +88,12 @@ def steps(out: Path, tiny: bool) -> list[Step]:
         Step("maxpool_resnet18", [*py, "benchmarks.throughput", "--model", "resnet18", "--mode", "train", "--precision",
                                   "bf16", "--rounds", "1", "--frameworks", torch,
                                   "--json", str(out / "maxpool_resnet18.json"), *throughput], 150),  # fmt: skip
+        Step("weights_b0", [sys.executable, "-c", seeded_b0, str(weights / "tf_efficientnet_b0.aa_in1k.safetensors")],
+             20),  # fmt: skip
+        Step("sweep_side_by_side", [*py, "experiments.sweep_lr", "--out", str(out / "sweep_side_by_side"),
+                                    "--vectorize", *sweep], 240),  # fmt: skip
+        Step("sweep_alone", [*py, "experiments.sweep_lr", "--out", str(out / "sweep_alone"), "--no-vectorize",
+                             *sweep], 300),  # fmt: skip
     ]
 
 
@@ -120,13 +142,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tiny", action="store_true", help="toy sizes: rehearse the session on a CPU")
     p.add_argument("--budget", type=float, default=720, help="seconds for all steps; a step whose estimate exceeds "
                    "what is left is skipped (default: 720)")  # fmt: skip
+    p.add_argument("--only", metavar="NAMES", help="comma-separated step names to run (default: all, in order; "
+                   "sweep_side_by_side and sweep_alone make B0's weights file first)")  # fmt: skip
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    chosen = None if args.only is None else set(args.only.split(","))
+    if chosen and chosen & {"sweep_side_by_side", "sweep_alone"}:
+        chosen.add("weights_b0")
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(args.out / "jax-cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")  # fmt: skip
     started = time.perf_counter()
     summary = {}
     for step in steps(args.out, args.tiny):
+        if chosen is not None and step.name not in chosen:
+            continue
         left = args.budget - (time.perf_counter() - started)
         if left < step.estimate_s:
             summary[step.name] = {"outcome": f"skipped: {left:.0f} s left of the budget, estimate {step.estimate_s} s"}
@@ -135,6 +164,10 @@ def main(argv: list[str] | None = None) -> dict:
             lines = result.pop("lines")
             if step.name == "b0_20_epochs" and result["outcome"] == 0:
                 result |= summarise_run(args.out / step.name, lines, result["seconds"])
+            elif step.name.startswith("sweep_") and result["outcome"] == 0:
+                document = json.loads((args.out / step.name / "results.json").read_text())
+                result |= {"sweep_wall_s": document["wall_seconds"],
+                           "val_map5": {r["setting"]: r["history"][-1]["val_map@5"] for r in document["runs"]}}  # fmt: skip
             elif step.name.startswith("data_path") and result["outcome"] == 0:
                 measured = json.loads((args.out / f"{step.name}.json").read_text())
                 result |= {"img_s": measured["img_s"], "fed_over_in_memory": measured["fed_over_in_memory"]}

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from knifejax.atomic_write import write_bytes_atomically
 from knifejax.io import CheckpointError
 from knifejax.io.readers import open_state_dict
 
@@ -188,10 +189,11 @@ def timm_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
 
 
 def save_timm_weights(model: nnx.Module, path: str | os.PathLike) -> None:
-    """Write the model as a timm `.safetensors` state dict, loadable by timm's `load_state_dict`."""
-    from safetensors.numpy import save_file
+    """Write the model as a timm `.safetensors` state dict, loadable by timm's `load_state_dict`; atomically, so an
+    interrupted save leaves no half-written weights file."""
+    from safetensors.numpy import save
 
     path = os.fspath(path)
     if not path.endswith(".safetensors"):
         raise ValueError(f"save_timm_weights writes .safetensors files; got {path!r}")
-    save_file(timm_state_dict(model), path)
+    write_bytes_atomically(path, save(timm_state_dict(model)))
