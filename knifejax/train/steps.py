@@ -121,18 +121,18 @@ def make_train_step(
 
 def make_members_train_step(
     graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, normalize: tuple | None = None,
-    precision: str = "fp32", at_once: int | None = None,
+    precision: str = "fp32",
 ):  # fmt: skip
     """Members side by side: a jit-compiled `(states, images, labels, active) -> (states, metrics)` where every
     array of `states` (each with its `hyper`) and of the metrics has a leading member axis, and all members
     train on the same batch under `jax.vmap`. A member whose `active` flag is False keeps its state unchanged
     (a member that diverged stops while the others go on). The input states' buffers are donated.
     """
-    step = _train_step(graphdef, optimizer, 0.0, normalize, precision)
+    step = jax.vmap(_train_step(graphdef, optimizer, 0.0, normalize, precision), in_axes=(0, None, None))
 
     @partial(jax.jit, donate_argnums=0)
     def members_step(states: TrainState, images: jax.Array, labels: jax.Array, active: jax.Array):
-        stepped, metrics = jax.lax.map(lambda s: step(s, images, labels), states, batch_size=at_once)
+        stepped, metrics = step(states, images, labels)
 
         def keep_inactive(new: jax.Array, old: jax.Array) -> jax.Array:
             return jax.lax.select(jnp.broadcast_to(active.reshape(active.shape + (1,) * (new.ndim - 1)), new.shape), new, old)
