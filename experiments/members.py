@@ -63,7 +63,7 @@ def write_results(experiment: runner.Experiment, argv: list[str], args: argparse
     document = {
         "experiment": experiment.name,
         "title": experiment.title,
-        "command": f"python -m experiments.{experiment.name} {' '.join(argv)}".strip(),
+        "command": runner.recorded_command(experiment.name, argv),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "complete": True,
         "preset": {**PRESETS[runner.preset_name(args)].to_json(), "description": members["preset"]["description"]},

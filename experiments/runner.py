@@ -50,6 +50,25 @@ RESUMES = "the same command resumes: finished runs are kept, the interrupted one
 FEED_ONLY = ("workers", "data_placement", "cache_dir", "weights_dir")
 
 
+# Options that change how a command runs, not what it computes (with the number of values each takes): left out
+# of the command a results file records, which says how to reproduce the numbers, not where this machine cached.
+RUN_ONLY_OPTIONS = {"--no-progress": 0, "--debug": 0, "--no-reuse": 0, "--compile-cache": 1}
+
+
+def recorded_command(name: str, argv: list[str]) -> str:
+    """`python -m experiments.NAME ARGS` without `RUN_ONLY_OPTIONS`."""
+    kept, skip = [], 0
+    for arg in argv:
+        option = arg.split("=", 1)[0]
+        if skip:
+            skip -= 1
+        elif option in RUN_ONLY_OPTIONS:
+            skip = RUN_ONLY_OPTIONS[option] if "=" not in arg else 0
+        else:
+            kept.append(arg)
+    return " ".join(["python -m", f"experiments.{name}", *kept])
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One experiment of the study, declared.
@@ -459,7 +478,7 @@ def results_document(experiment: Experiment, preset: Preset, description: str, r
     return {
         "experiment": experiment.name,
         "title": experiment.title,
-        "command": f"python -m experiments.{experiment.name} " + " ".join(argv),
+        "command": recorded_command(experiment.name, argv),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "complete": len(results) == len(runs),
         "preset": {**preset.to_json(), "description": description},

@@ -526,3 +526,9 @@ def test_report_calls_a_difference_a_finding_only_beyond_the_spread():
     assert report.differs(a, report.Score("c", 0.40, 0.02)) is True
     assert report.differs(a, report.Score("d", 0.40, None)) is None
     assert "within the spread" in report.versus(a, b) and "above" in report.versus(a, report.Score("c", 0.4, 0.02))
+
+
+def test_the_recorded_command_leaves_out_what_changes_no_result():
+    argv = ["--no-progress", "--compile-cache", "/somewhere/jax", "--seeds", "3", "--compile-cache=off", "--debug",
+            "--no-reuse", "--epochs", "2"]  # fmt: skip
+    assert runner.recorded_command("sweep_lr", argv) == "python -m experiments.sweep_lr --seeds 3 --epochs 2"

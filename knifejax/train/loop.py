@@ -551,9 +551,10 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
         seconds = time.perf_counter() - started
         for member in members:
             member.sums.seconds += seconds
+        running = sum(member.stopped is None for member in members)
         for index, member in enumerate(members):
             if not member.stopped:
-                _end_epoch(member, member_state(index), epoch, data, val_placed, eval_step, mesh, is_main)
+                _end_epoch(member, member_state(index), epoch, data, val_placed, eval_step, mesh, is_main, running)
         save_latest(epoch + 1, 0)
         for member in members:
             member.sums = _EpochSums()
@@ -572,8 +573,10 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
     return [member.history for member in members], failures
 
 
-def _end_epoch(member: _Member, state: TrainState, epoch: int, data, val_placed, eval_step, mesh, is_main: bool) -> None:
-    """Evaluate one member after an epoch: its metrics line, curves and best checkpoint."""
+def _end_epoch(member: _Member, state: TrainState, epoch: int, data, val_placed, eval_step, mesh, is_main: bool,
+               together: int) -> None:  # fmt: skip
+    """Evaluate one member after an epoch: its metrics line, curves and best checkpoint. `together`: how many runs
+    trained side by side in the epoch; `images_per_s` is theirs together, the speed of the program."""
     cfg, sums = member.cfg, member.sums
     eval_started = time.perf_counter()
     val_logits = predict(partial(eval_step, state), data.val, cfg.batch_size, mesh, val_placed)
@@ -587,7 +590,7 @@ def _end_epoch(member: _Member, state: TrainState, epoch: int, data, val_placed,
         **{f"val_{k}": v for k, v in val.items()},
         "train_seconds": sums.seconds,
         "eval_seconds": time.perf_counter() - eval_started,
-        "images_per_s": sums.steps * cfg.batch_size / sums.seconds,
+        "images_per_s": together * sums.steps * cfg.batch_size / sums.seconds,
     }
     member.history.append(line)
     if is_main:
