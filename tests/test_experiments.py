@@ -264,13 +264,16 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, monkeypatch, 
     assert again.calls == []  # all finished: nothing trains
 
 
-def test_a_sweep_trains_its_rates_side_by_side_unless_told_not_to(tmp_path, monkeypatch):
-    for flag, groups in (("--vectorize", [5]), ("--no-vectorize", [1] * 5)):
-        fake = FakeFit()
-        monkeypatch.setattr(runner, "fit_many", fake)
-        document = sweep_lr.main(["--preset", "smoke", "--out", str(tmp_path / flag), "--no-progress",
-                                  "--compile-cache", "off", "--no-reuse", flag])  # fmt: skip
-        assert fake.groups == groups and [r["status"] for r in document["runs"]] == ["trained"] * 5
+@pytest.mark.parametrize("flags,backend,groups", [
+    (["--vectorize"], "cpu", [5]), (["--no-vectorize"], "gpu", [1] * 5), ([], "gpu", [5]), ([], "cpu", [1] * 5),
+])  # fmt: skip
+def test_a_sweep_trains_its_rates_side_by_side_by_default_off_the_cpu(flags, backend, groups, tmp_path, monkeypatch):
+    fake = FakeFit()
+    monkeypatch.setattr(runner, "fit_many", fake)
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    document = sweep_lr.main(["--preset", "smoke", "--out", str(tmp_path / "sweep"), "--no-progress",
+                              "--compile-cache", "off", *flags])  # fmt: skip
+    assert fake.groups == groups and [r["status"] for r in document["runs"]] == ["trained"] * 5
 
 
 def test_a_folder_of_another_preset_is_refused_before_training(tmp_path, monkeypatch, capsys):
