@@ -259,10 +259,22 @@ def _table_body(table_md: str) -> str:
     return "\n".join("###" + line[1:] if line.startswith("# ") else line for line in lines).strip()
 
 
-def section(name: str, folder: Path, images: Path, docs: Path) -> str:
+def bounded(doc: dict) -> str | None:
+    """What to say of an experiment whose runs `--max-steps` cut short (None: they ran their epochs)."""
+    steps = doc["preset"].get("max_steps")
+    if steps is None:
+        return None
+    return (f"**Bounded runs.** Every run stopped after at most {steps} optimizer steps (`--max-steps {steps}`): a "
+            "rehearsal of the code at this preset's size; its scores are no evidence for or against the study.")
+
+
+def section(name: str, folder: Path, images: Path, docs: Path) -> tuple[str, bool]:
+    """The experiment's part of the page, and whether its runs were bounded."""
     document = json.loads((folder / "results.json").read_text())
     figures = sorted(folder.glob("fig*.png"))
     lines = [f"## {document['title']}", "", f"`python -m experiments.{name}`", ""]
+    if note := bounded(document):
+        lines += [note, ""]
     for figure in figures:
         target = images / f"{name}_{figure.name}"
         write_bytes_atomically(target, figure.read_bytes())
@@ -271,7 +283,7 @@ def section(name: str, folder: Path, images: Path, docs: Path) -> str:
     if name in EPOCH_READINGS:
         lines += [epoch_reading(document, *EPOCH_READINGS[name]), ""]
     lines += [_table_body(rewrite_table(name, document, folder / "table.md")), ""]
-    return "\n".join(lines)
+    return "\n".join(lines), note is not None
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -285,11 +297,14 @@ def main(argv: list[str] | None = None) -> Path:
     docs = args.out.parent
     images = docs / "images" / "results" / args.preset
     images.mkdir(parents=True, exist_ok=True)
-    sections, missing = [], []
+    sections, missing, cut = [], [], []
     for name in ORDER:
         folder = args.runs / default_out(name, args.preset).name
         if (folder / "results.json").exists() and (folder / "table.md").exists():
-            sections.append(section(name, folder, images, docs))
+            text, was_bounded = section(name, folder, images, docs)
+            sections.append(text)
+            if was_bounded:
+                cut.append(name)
         else:
             flags = "" if args.preset == "quick" else f" --preset {args.preset}"
             missing.append(f"`python -m experiments.{name}{flags}`")
@@ -302,6 +317,10 @@ def main(argv: list[str] | None = None) -> Path:
         "measured, and small-scale runs of a few minutes can still mislead).", "",
         *(f"Note: {d[0].upper()}{d[1:]}" for d in study_results.disagreements()), "",
     ]  # fmt: skip
+    if cut:
+        head += [f"**Rehearsal, not results:** the runs of {', '.join(cut)} were cut short by `--max-steps` (each "
+                 "section says to how many steps); their numbers show that the code runs at this size, nothing about "
+                 "the study's findings.", ""]
     if missing:
         head += ["Not run yet (no results found): " + ", ".join(missing) + ".", ""]
     write_text_atomically(args.out, "\n".join(head + sections))
