@@ -134,7 +134,8 @@ def test_tables_and_the_report_say_the_runs_were_cut(tmp_path):
     paragraph = runner.description(sweep_lr.EXPERIMENT, PRESETS["study"], args)
     assert "**every run cut to its first 40 optimizer steps** (`--max-steps 40`" in paragraph
     assert "of a 3-epoch schedule" in paragraph
-    assert paragraph.count("--max-steps") == 1 and "Changed from the preset on the command line: `--epochs 3`." in paragraph
+    assert paragraph.count("--max-steps") == 1
+    assert "Changed from the preset on the command line: `--epochs 3`." in paragraph
     assert "cut to" not in describe(PRESETS["study"], PRESETS["study"].config())
 
     runs = runner.plan(sweep_lr.EXPERIMENT, PRESETS["study"], args, tmp_path)
