@@ -223,6 +223,20 @@ FINDINGS: dict[str, Callable[[dict], str]] = {
 }  # fmt: skip
 
 
+# The experiments whose findings compare the settings' test scores (the others score their own way).
+SCORED_BY_TEST = ("sweep_lr", "sweep_scheduler", "sweep_batch", "compare_optimizers", "transfer_modes",
+                  "compare_architectures", "compare_vit")  # fmt: skip
+NO_TEST = ("No finding: the runs have no test metrics (the study preset validates on test.csv every epoch, as the "
+           "study did, and scores no separate test set; give --test-data to score each final model once).")
+
+
+def finding(name: str, doc: dict) -> str:
+    """The experiment's finding, or why there is none."""
+    if name in SCORED_BY_TEST and not test_scores(doc):
+        return NO_TEST
+    return FINDINGS[name](doc)
+
+
 # The study's readings after a given epoch, each beside the setting of the experiment that reproduces it.
 EPOCH_READINGS = {
     "sweep_lr": (f"lr={format_lr(study_results.READINGS_LR)}", study_results.FIG1),
@@ -279,7 +293,7 @@ def section(name: str, folder: Path, images: Path, docs: Path) -> tuple[str, boo
         target = images / f"{name}_{figure.name}"
         write_bytes_atomically(target, figure.read_bytes())
         lines += [f"![{figure.stem}]({target.relative_to(docs).as_posix()})", ""]
-    lines += [f"**Finding.** {FINDINGS[name](document)}", ""]
+    lines += [f"**Finding.** {finding(name, document)}", ""]
     if name in EPOCH_READINGS:
         lines += [epoch_reading(document, *EPOCH_READINGS[name]), ""]
     lines += [_table_body(rewrite_table(name, document, folder / "table.md")), ""]
