@@ -77,7 +77,7 @@ PRESETS = {
 
 
 # Fields the paragraph states in its own words, so not repeated among the flags that changed the preset.
-DESCRIBED_DATA = ("data", "val_data", "test_data", "root")
+DESCRIBED = ("data", "val_data", "test_data", "root", "max_steps")
 
 
 def describe(preset: Preset, cfg: TrainConfig, varied: frozenset[str] = frozenset(), given: dict | None = None) -> str:
@@ -112,10 +112,14 @@ def describe(preset: Preset, cfg: TrainConfig, varied: frozenset[str] = frozense
     size = "the input size of each row" if "image_size" in varied else f"{cfg.image_size or 'model-size'} px"
     lr = "at the learning rate of each row" if "lr" in varied else f"lr {format_lr(cfg.lr)}"
     norm = "the model's" if cfg.norm == "model" else "ImageNet"
-    changed = {k: v for k, v in (given or {}).items() if k not in DESCRIBED_DATA}
+    changed = {k: v for k, v in (given or {}).items() if k not in DESCRIBED}
+    length = f"{cfg.epochs} epochs"
+    if cfg.max_steps is not None:
+        length = (f"**every run cut to its first {cfg.max_steps} optimizer steps** (`--max-steps {cfg.max_steps}`; "
+                  f"a rehearsal, its numbers are no result) of a {cfg.epochs}-epoch schedule")
     flags = ", ".join(f"`{_flag_text(k, v)}`" for k, v in changed.items())
     return (
-        f"Preset **{preset.name}**: {data}; {val}; {test}. {model} {start}, {size}, {cfg.epochs} epochs, "
+        f"Preset **{preset.name}**: {data}; {val}; {test}. {model} {start}, {size}, {length}, "
         f"batch {cfg.batch_size}, {cfg.optimizer} {lr} with a per-step {cfg.schedule} schedule unless the setting "
         f"says otherwise, {'augmented' if cfg.augment else 'no augmentation'} (the study's transforms), {norm} "
         f"normalisation, {cfg.precision}."

@@ -223,6 +223,20 @@ FINDINGS: dict[str, Callable[[dict], str]] = {
 }  # fmt: skip
 
 
+# The experiments whose findings compare the settings' test scores (the others score their own way).
+SCORED_BY_TEST = ("sweep_lr", "sweep_scheduler", "sweep_batch", "compare_optimizers", "transfer_modes",
+                  "compare_architectures", "compare_vit")  # fmt: skip
+NO_TEST = ("No finding: the runs have no test metrics (the study preset validates on test.csv every epoch, as the "
+           "study did, and scores no separate test set; give --test-data to score each final model once).")
+
+
+def finding(name: str, doc: dict) -> str:
+    """The experiment's finding, or why there is none."""
+    if name in SCORED_BY_TEST and not test_scores(doc):
+        return NO_TEST
+    return FINDINGS[name](doc)
+
+
 # The study's readings after a given epoch, each beside the setting of the experiment that reproduces it.
 EPOCH_READINGS = {
     "sweep_lr": (f"lr={format_lr(study_results.READINGS_LR)}", study_results.FIG1),
@@ -259,19 +273,31 @@ def _table_body(table_md: str) -> str:
     return "\n".join("###" + line[1:] if line.startswith("# ") else line for line in lines).strip()
 
 
-def section(name: str, folder: Path, images: Path, docs: Path) -> str:
+def bounded(doc: dict) -> str | None:
+    """What to say of an experiment whose runs `--max-steps` cut short (None: they ran their epochs)."""
+    steps = doc["preset"].get("max_steps")
+    if steps is None:
+        return None
+    return (f"**Bounded runs.** Every run stopped after at most {steps} optimizer steps (`--max-steps {steps}`): a "
+            "rehearsal of the code at this preset's size; its scores are no evidence for or against the study.")
+
+
+def section(name: str, folder: Path, images: Path, docs: Path) -> tuple[str, bool]:
+    """The experiment's part of the page, and whether its runs were bounded."""
     document = json.loads((folder / "results.json").read_text())
     figures = sorted(folder.glob("fig*.png"))
     lines = [f"## {document['title']}", "", f"`python -m experiments.{name}`", ""]
+    if note := bounded(document):
+        lines += [note, ""]
     for figure in figures:
         target = images / f"{name}_{figure.name}"
         write_bytes_atomically(target, figure.read_bytes())
         lines += [f"![{figure.stem}]({target.relative_to(docs).as_posix()})", ""]
-    lines += [f"**Finding.** {FINDINGS[name](document)}", ""]
+    lines += [f"**Finding.** {finding(name, document)}", ""]
     if name in EPOCH_READINGS:
         lines += [epoch_reading(document, *EPOCH_READINGS[name]), ""]
     lines += [_table_body(rewrite_table(name, document, folder / "table.md")), ""]
-    return "\n".join(lines)
+    return "\n".join(lines), note is not None
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -285,11 +311,14 @@ def main(argv: list[str] | None = None) -> Path:
     docs = args.out.parent
     images = docs / "images" / "results" / args.preset
     images.mkdir(parents=True, exist_ok=True)
-    sections, missing = [], []
+    sections, missing, cut = [], [], []
     for name in ORDER:
         folder = args.runs / default_out(name, args.preset).name
         if (folder / "results.json").exists() and (folder / "table.md").exists():
-            sections.append(section(name, folder, images, docs))
+            text, was_bounded = section(name, folder, images, docs)
+            sections.append(text)
+            if was_bounded:
+                cut.append(name)
         else:
             flags = "" if args.preset == "quick" else f" --preset {args.preset}"
             missing.append(f"`python -m experiments.{name}{flags}`")
@@ -302,6 +331,10 @@ def main(argv: list[str] | None = None) -> Path:
         "measured, and small-scale runs of a few minutes can still mislead).", "",
         *(f"Note: {d[0].upper()}{d[1:]}" for d in study_results.disagreements()), "",
     ]  # fmt: skip
+    if cut:
+        head += [f"**Rehearsal, not results:** the runs of {', '.join(cut)} were cut short by `--max-steps` (each "
+                 "section says to how many steps); their numbers show that the code runs at this size, nothing about "
+                 "the study's findings.", ""]
     if missing:
         head += ["Not run yet (no results found): " + ", ".join(missing) + ".", ""]
     write_text_atomically(args.out, "\n".join(head + sections))

@@ -236,13 +236,16 @@ def same_run(a: TrainConfig, b: TrainConfig) -> bool:
 
 
 def is_finished(path: Path, cfg: TrainConfig) -> bool:
-    """Every epoch logged and, when the run has test data, its test metrics written (fit's last act)."""
+    """Every epoch logged (or, with `max_steps`, the epoch that reached it) and, when the run has test data, its
+    test metrics written (fit's last act)."""
     run = RunDir(path)
     if not run.config.exists():
         return False
     if cfg.test_data is not None and not run.test_metrics.exists():
         return False
-    return len(run.history()) >= cfg.epochs
+    history = run.history()
+    bounded = cfg.max_steps is not None and bool(history) and history[-1]["step"] >= cfg.max_steps
+    return bounded or len(history) >= cfg.epochs
 
 
 def find_reusable(cfg: TrainConfig, out: Path) -> Path | None:
@@ -493,7 +496,7 @@ def results_document(experiment: Experiment, preset: Preset, description: str, r
         "command": recorded_command(experiment.name, argv),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "complete": len(results) == len(runs),
-        "preset": {**preset.to_json(), "description": description},
+        "preset": {**preset.to_json(), "description": description, "max_steps": runs[0].config.max_steps},
         "seeds": list(range(seeds)),
         "settings": settings,
         "runs": results,

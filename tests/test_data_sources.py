@@ -1,5 +1,6 @@
 """Decoding with the study baseline's cv2 semantics, CSV/folder sources, validation and splits."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ from PIL import Image, ImageFile
 from knifejax.data.decode import load_rgb
 from knifejax.data.sources import CsvSource, ImageFolderSource, Subset, stratified_split
 from knifejax.data import DataError, validate
+from knifejax.data.cache import decode_source
+from knifejax.train.config import TrainConfig
+from knifejax.train.data_setup import prepare_data
 
 # Quadrants of the stored (un-rotated) image in the EXIF test, 16-pixel blocks so JPEG keeps them.
 _RED, _GREEN, _BLUE, _WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -202,6 +206,44 @@ def test_skip_bad_keeps_the_rest(study_csv):
         assert item["image"].dtype == np.uint8 and item["image"].ndim == 3 and item["image"].shape[-1] == 3
         assert item["label"] == kept.labels[index]
     assert kept[4]["image"].shape == (48, 32, 3)  # EXIF-rotated
+
+
+def _counting_decodes(monkeypatch) -> list[Path]:
+    """Every file `load_rgb` decodes from here on, wherever it is called from."""
+    decoded = []
+
+    def counting(path, *args):
+        decoded.append(Path(path))
+        return load_rgb(path, *args)
+
+    for module in ("knifejax.data.validate", "knifejax.data.sources"):  # the package's `validate` hides its module
+        monkeypatch.setattr(sys.modules[module], "load_rgb", counting)
+    return decoded
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_first_start_checks_and_decodes_each_file_once(study_csv, tmp_path, monkeypatch, cached):
+    """prepare_data's first start: each file decoded once, checked and cached in one pass; the same images and
+    report as the check and the decoding done apart; a second start decodes nothing."""
+    cache = tmp_path / "cache" if cached else None
+    cfg = TrainConfig(data=str(study_csv), val_data=str(study_csv), allow_duplicates=True, skip_bad=True,
+                      cache_dir=None if cache is None else str(cache))  # fmt: skip
+    decoded = _counting_decodes(monkeypatch)
+    data = prepare_data(cfg, 16, log=lambda m: None, progress=False)
+    source = CsvSource(study_csv)
+    # each file once (the missing one tried); with a cache the validation role, the same CSV, finds it there
+    assert sorted(decoded) == sorted(source.paths * (1 if cached else 2))
+    report = validate(source, skip_bad=True)  # the classes prepare_data finds: the CSV's folders
+    apart = decode_source(Subset(source, report.good), 16, cache_dir=None)
+    np.testing.assert_array_equal(data.train.data.images, apart.images)
+    np.testing.assert_array_equal(data.train.labels, apart.labels)
+    assert data.report["train"]["problems"] == [str(p) for p in report.problems]
+    if cache is not None:
+        assert data.train.data.path.parent == cache and not list(cache.glob("*partial*"))
+        decoded.clear()
+        again = prepare_data(cfg, 16, log=lambda m: None, progress=False)
+        assert decoded == [] and again.train.data.path == data.train.data.path
+        np.testing.assert_array_equal(again.train.data.read(np.arange(len(apart))), apart.images)
 
 
 def test_csv_row_problems_are_reported_with_their_row(tmp_path):

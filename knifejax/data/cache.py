@@ -8,6 +8,8 @@ data-loader workers map into memory instead of receiving a copy.
 The file's name is a fingerprint of the source (paths, sizes and modification times of its files, or
 the synthetic set's parameters) and the size, so a changed dataset is decoded again, never served stale.
 A half-written cache is never used: it is written under a temporary name and renamed when complete.
+`check_and_decode` fills it in the pass that checks the files (`knifejax.data.validate`), so a first start
+decodes each file once.
 
 Each image's CRC-32 is computed as it is decoded and kept beside the cache (`<name>.crc32.npy`, written
 before the cache is renamed into place); every read (`DecodedImages.read`) checks the images it reads, so
@@ -31,8 +33,10 @@ from PIL import Image
 
 from knifejax.atomic_write import write_bytes_atomically
 from knifejax.data.errors import DataError
-from knifejax.errors import UserError
+from knifejax.data.sources import Subset
+from knifejax.data.validate import ItemCheck, ValidationReport, collect
 from knifejax.data.workers import allow_grain_workers
+from knifejax.errors import UserError
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("KNIFEJAX_CACHE", Path.home() / ".cache" / "knifejax")) / "decoded"
 
@@ -198,37 +202,100 @@ def decode_source(
     """Decode and resize every image of `source` once (in `workers` processes), or reuse the cached file.
 
     `cache_dir=None` keeps the array in memory. The source should have been checked with
-    `knifejax.data.validate` first: a file that fails to decode here raises its `DataError`.
+    `knifejax.data.validate` first (or use `check_and_decode`, which checks as it decodes): a file that fails to
+    decode here raises its `DataError`.
     """
+    path = cache_path(source, size, cache_dir)
+    if path is not None and path.exists() and checksums_path(path).exists():
+        return DecodedImages(source.labels, source.class_names, size, path)
+    cache = _CacheFile(path, len(source), size)
+    try:
+        for index, image in enumerate(_in_order(_DecodeResized(source, size), len(source), workers)):
+            cache.append(image)
+            if progress is not None:
+                progress(index + 1, len(source))
+        return cache.finish(path, source)
+    finally:
+        cache.discard()
+
+
+def check_and_decode(
+    source: Any,
+    num_classes: int,
+    size: int,
+    cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
+    workers: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[ValidationReport, Any, DecodedImages]:
+    """`validate` (with `skip_bad`) and `decode_source` in one pass over the files, each decoded once: (the
+    report, the checked source -- `source`, or the `Subset` of its good items -- and its decoded images, cached
+    as `decode_source` would cache them). A first start of a training run needs both; decoding a camera photo
+    costs far more than resizing it."""
+    cache = _CacheFile(cache_path(source, size, cache_dir), len(source), size)
+    try:
+        results = _in_order(_CheckedResized(ItemCheck(source, num_classes), size), len(source), workers)
+        report = collect(source, results, skip_bad=True, progress=progress, keep=cache.append)
+        checked = source if report.num_bad == 0 else Subset(source, report.good)
+        return report, checked, cache.finish(cache_path(checked, size, cache_dir), checked)
+    finally:
+        cache.discard()
+
+
+def cache_path(source: Any, size: int, cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """Where the decoded images of `source` at `size` px are cached (None: kept in memory)."""
     fingerprint = source_fingerprint(source)
-    path = None
-    if cache_dir is not None and fingerprint is not None:
-        path = Path(cache_dir) / f"{fingerprint}-{size}px.npy"
-        if path.exists() and checksums_path(path).exists():
-            return DecodedImages(source.labels, source.class_names, size, path)
-    n = len(source)
-    if path is None:
-        array = np.empty((n, size, size, 3), np.uint8)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(path)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
-        array = _allocated_memmap(partial, (n, size, size, 3))
-    checksums = np.empty(n, np.uint32)
-    for index, image in enumerate(_decoded(source, size, workers)):
-        array[index] = image
-        checksums[index] = _crc32(image)
-        if progress is not None:
-            progress(index + 1, n)
-    if path is None:
-        return DecodedImages(source.labels, source.class_names, size, None, array)
-    array.flush()
-    del array
-    saved = io.BytesIO()
-    np.save(saved, checksums)
-    write_bytes_atomically(checksums_path(path), saved.getvalue())
-    os.replace(partial, path)
-    return DecodedImages(source.labels, source.class_names, size, path)
+    if cache_dir is None or fingerprint is None:
+        return None
+    return Path(cache_dir) / f"{fingerprint}-{size}px.npy"
+
+
+class _CacheFile:
+    """A cache being written: images appended in order with their CRC-32s, into a partial file beside `path` (in
+    memory when `path` is None) of room for `capacity` images; `finish` puts it in place."""
+
+    def __init__(self, path: Path | None, capacity: int, size: int):
+        self.size, self.count = size, 0
+        self.checksums = np.empty(capacity, np.uint32)
+        self.partial = None
+        if path is None:
+            self.array = np.empty((capacity, size, size, 3), np.uint8)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_partials(path)
+            self.partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+            self.array = _allocated_memmap(self.partial, (capacity, size, size, 3))
+
+    def append(self, image: np.ndarray) -> None:
+        self.array[self.count] = image
+        self.checksums[self.count] = _crc32(image)
+        self.count += 1
+
+    def finish(self, path: Path | None, source: Any) -> DecodedImages:
+        """The images appended, as the cache of `source` at `path` (which, for a `check_and_decode` that left
+        items out, names the checked subset: its images are then copied into a file of their number)."""
+        if path is None:
+            return DecodedImages(source.labels, source.class_names, self.size, None, self.array[: self.count])
+        if self.count < len(self.array):
+            whole, whole_partial = self.array, self.partial
+            self.partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+            self.array = _allocated_memmap(self.partial, (self.count, self.size, self.size, 3))
+            self.array[:] = whole[: self.count]
+            del whole
+            whole_partial.unlink()
+        self.array.flush()
+        self.array = None
+        saved = io.BytesIO()
+        np.save(saved, self.checksums[: self.count])
+        write_bytes_atomically(checksums_path(path), saved.getvalue())
+        os.replace(self.partial, path)
+        self.partial = None
+        return DecodedImages(source.labels, source.class_names, self.size, path)
+
+    def discard(self) -> None:
+        """Remove the partial file of a cache that was not finished (an error, or an interruption)."""
+        self.array = None
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)
 
 
 class _DecodeResized:
@@ -242,8 +309,22 @@ class _DecodeResized:
         return resize_square(self.source[index]["image"], self.size)
 
 
-def _decoded(source: Any, size: int, workers: int):
-    dataset = grain.MapDataset.range(len(source)).map(_DecodeResized(source, size)).to_iter_dataset()
+class _CheckedResized:
+    """Picklable `index -> (problems, resized image or None)` for grain workers: only the resized image leaves
+    the worker."""
+
+    def __init__(self, check: ItemCheck, size: int):
+        self.check = check
+        self.size = size
+
+    def __call__(self, index: int) -> tuple[list[str], np.ndarray | None]:
+        problems, image = self.check(index)
+        return problems, None if image is None else resize_square(image, self.size)
+
+
+def _in_order(function: Callable[[int], Any], count: int, workers: int):
+    """`function(0), function(1), ...`, computed in `workers` processes (0: here)."""
+    dataset = grain.MapDataset.range(count).map(function).to_iter_dataset()
     if workers > 0:
         allow_grain_workers()
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

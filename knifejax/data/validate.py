@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,40 +54,60 @@ def validate(
     Raises one ``DataError`` listing every problem found, unless ``skip_bad``: then returns the
     report, whose ``good`` indices give the usable items (``Subset(source, report.good)``).
     """
-    num_classes = len(source.class_names) if num_classes is None else num_classes
-    paths = getattr(source, "paths", None)
+    check = ItemCheck(source, num_classes)
+    return collect(source, (check(index) for index in range(len(source))), skip_bad, progress)
+
+
+class ItemCheck:
+    """``index -> (problems, image)``: what is wrong with item ``index`` of ``source`` (its CSV row, its image, its
+    label) and, when nothing is, its decoded image, so that a caller who needs the image too (the decode cache's
+    first pass, ``knifejax.data.cache.check_and_decode``) decodes each file once. Picklable, for worker processes."""
+
+    def __init__(self, source: Any, num_classes: int | None = None):
+        self.source = source
+        self.num_classes = len(source.class_names) if num_classes is None else num_classes
+        self.paths = getattr(source, "paths", None)
+        self.row_problems = getattr(source, "row_problems", None)
+        self.max_pixels = getattr(source, "max_pixels", DEFAULT_MAX_PIXELS)
+
+    def __call__(self, index: int) -> tuple[list[str], np.ndarray | None]:
+        if self.row_problems is not None and self.row_problems[index] is not None:
+            return [f"{self.row_problems[index]}; correct or delete the row"], None
+        if self.paths is None:
+            where, (image_problem, image) = f"item {index}", _indexed_image(self.source, index)
+        else:
+            where, (image_problem, image) = str(self.paths[index]), _file_image(self.paths[index], self.max_pixels)
+        problems = [] if image_problem is None else [image_problem]
+        label_problem = _label_problem(self.source.labels[index], self.num_classes)
+        if label_problem is not None:
+            problems.append(f"{where}: {label_problem}")
+        return problems, None if problems else image
+
+
+def collect(
+    source: Any,
+    checked: Iterable[tuple[list[str], Any]],
+    skip_bad: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    keep: Callable[[Any], None] | None = None,
+) -> ValidationReport:
+    """The report of ``checked``, the ``ItemCheck`` results of every item of ``source`` in order; ``keep(image)``
+    is given each good item's image, in order. Raises as ``validate`` does, unless ``skip_bad``."""
     rows = getattr(source, "row_numbers", None)
-    row_problems = getattr(source, "row_problems", None)
     good: list[int] = []
     problems: list[Problem] = []
-    for index in range(len(source)):
-        messages = _item_problems(source, index, num_classes, paths, row_problems)
+    for index, (messages, image) in enumerate(checked):
         problems += [Problem(index, message, None if rows is None else rows[index]) for message in messages]
         if not messages:
             good.append(index)
+            if keep is not None:
+                keep(image)
         if progress is not None:
             progress(index + 1, len(source))
     report = ValidationReport(len(source), np.asarray(good, dtype=np.int64), problems)
     if problems and not skip_bad:
         raise problems_error(f"the data {describe_source(source)}", [str(p) for p in problems], report.num_items)
     return report
-
-
-def _item_problems(
-    source: Any, index: int, num_classes: int, paths: list[Path] | None, row_problems: list[str | None] | None
-) -> list[str]:
-    if row_problems is not None and row_problems[index] is not None:
-        return [f"{row_problems[index]}; correct or delete the row"]
-    if paths is None:
-        where, image_problem = f"item {index}", _image_problem(source, index)
-    else:
-        max_pixels = getattr(source, "max_pixels", DEFAULT_MAX_PIXELS)
-        where, image_problem = str(paths[index]), _file_problem(paths[index], max_pixels)
-    problems = [] if image_problem is None else [image_problem]
-    label_problem = _label_problem(source.labels[index], num_classes)
-    if label_problem is not None:
-        problems.append(f"{where}: {label_problem}")
-    return problems
 
 
 def _label_problem(label: Any, num_classes: int) -> str | None:
@@ -101,24 +121,23 @@ def _label_problem(label: Any, num_classes: int) -> str | None:
     return None
 
 
-def _file_problem(path: Path, max_pixels: int) -> str | None:
-    """``load_rgb``'s error message (it names the file), or None when the file decodes fully."""
+def _file_image(path: Path, max_pixels: int) -> tuple[str | None, np.ndarray | None]:
+    """(``load_rgb``'s error message, which names the file, or None; the image when the file decodes fully)."""
     try:
-        load_rgb(path, max_pixels)
+        return None, load_rgb(path, max_pixels)
     except DataError as error:
-        return str(error)
-    return None
+        return str(error), None
 
 
-def _image_problem(source: Any, index: int) -> str | None:
-    """For sources without files: what is wrong with the image ``source[index]`` gives, if anything."""
+def _indexed_image(source: Any, index: int) -> tuple[str | None, np.ndarray | None]:
+    """For sources without files: (what is wrong with the image ``source[index]`` gives, if anything; the image)."""
     try:
         image = np.asarray(source[index]["image"])
     except DataError as error:
-        return f"item {index}: {error}"
+        return f"item {index}: {error}", None
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        return f"item {index}: the image is {image.dtype} {image.shape}, not uint8 (H, W, 3)"
-    return None
+        return f"item {index}: the image is {image.dtype} {image.shape}, not uint8 (H, W, 3)", None
+    return None, image
 
 
 FIX_OR_SKIP = (

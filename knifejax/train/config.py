@@ -41,6 +41,7 @@ def _not_finite_or(test):
 # (field, is it wrong?, what to say): checked by TrainConfig itself, so a library user meets the same message.
 _CHECKS = [
     ("epochs", lambda v: v < 1, "--epochs must be at least 1"),
+    ("max_steps", lambda v: v < 1, "--max-steps must be at least 1"),
     ("batch_size", lambda v: v < 2, "--batch-size must be at least 2 (BatchNorm needs two images to normalise a batch)"),
     ("lr", _not_finite_or(lambda v: v < 0), "--lr must be a finite number, 0 or more"),
     ("val_fraction", _not_finite_or(lambda v: not 0 <= v < 1), "--val-fraction must be in [0, 1)"),
@@ -126,6 +127,11 @@ class TrainConfig:
     )
     cache_dir: str | None = _data("default", "where decoded, resized images are cached ('default': ~/.cache/knifejax)")
     epochs: int = _recipe(20, "training epochs")
+    max_steps: int | None = _recipe(
+        None,
+        "stop after N optimizer steps, the last epoch cut short but still evaluated, checkpointed and tested: a "
+        "rehearsal at full size; the learning-rate schedule still spans --epochs",
+    )
     batch_size: int = _recipe(32, "global batch size (split over devices)")
     optimizer: str = _recipe("adam", "optimizer", choices=OPTIMIZERS)
     lr: float = _recipe(1e-4, "base learning rate")

@@ -2,8 +2,9 @@
 
 Every file is checked before training (`knifejax.data.validate`): a missing, unreadable or truncated file
 or a bad label stops here with one error listing them all, or, with `skip_bad`, is left out and counted.
-The check's verdict is cached beside the decoded images, keyed by the source's fingerprint, so a resumed
-run does not decode every file again to check it.
+On a first start each file is decoded once, checked and resized for the decode cache in the same pass
+(`knifejax.data.cache.check_and_decode`). The check's verdict is cached beside the decoded images, keyed by
+the source's fingerprint, so a resumed run does not decode every file again to check it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from knifejax.atomic_write import write_text_atomically
-from knifejax.data.cache import DEFAULT_CACHE_DIR, DecodedImages, decode_source, source_fingerprint
+from knifejax.data.cache import DEFAULT_CACHE_DIR, DecodedImages, check_and_decode, decode_source, source_fingerprint
 from knifejax.data.errors import DataError
 from knifejax.data.open import open_source
 from knifejax.data.split import Split
 from knifejax.data.sources import Subset, stratified_split
-from knifejax.data.validate import describe_source, problems_error, validate
+from knifejax.data.validate import describe_source, problems_error
 from knifejax.train.config import TrainConfig
 
 
@@ -42,17 +43,21 @@ def cache_dir(cfg: TrainConfig) -> Path | None:
     return DEFAULT_CACHE_DIR if cfg.cache_dir == "default" else Path(cfg.cache_dir)
 
 
-def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callable[[str], None], progress: bool):
-    """(source without its bad items, report entry)."""
+def _checked(source, num_classes: int, size: int, cfg: TrainConfig, role: str, log: Callable[[str], None],
+             progress: bool):  # fmt: skip
+    """(source without its bad items, report entry, its decoded images when the check decoded them)."""
     fingerprint = source_fingerprint(source)
     folder = cache_dir(cfg)
     verdict = None if folder is None or fingerprint is None else folder / f"{fingerprint}-checked-{num_classes}.json"
     saved = _read_verdict(verdict)
+    decoded = None
     if saved is not None:
         good, problems = np.asarray(saved["good"], np.int64), saved["problems"]
     elif hasattr(source, "paths") or hasattr(source, "row_problems"):
-        with tqdm(total=len(source), desc=f"checking {role} files", unit="img", leave=False, disable=not progress) as bar:
-            report = validate(source, num_classes, skip_bad=True, progress=lambda done, total: bar.update(1))
+        with tqdm(total=len(source), desc=f"checking and decoding {role} files", unit="img", leave=False,
+                  disable=not progress) as bar:  # fmt: skip
+            report, _, decoded = check_and_decode(source, num_classes, size, folder, cfg.workers,
+                                                  progress=lambda done, total: bar.update(1))  # fmt: skip
         good, problems = report.good, [str(p) for p in report.problems]
         if verdict is not None:
             verdict.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +72,7 @@ def _checked(source, num_classes: int, cfg: TrainConfig, role: str, log: Callabl
     if problems:
         log(f"{role}: skipped {len(source) - len(good)} of {len(source)} items with problems (see data_report.json)")
     entry = {"items": len(source), "skipped": int(len(source) - len(good)), "problems": problems}
-    return (source if len(good) == len(source) else Subset(source, good)), entry
+    return (source if len(good) == len(source) else Subset(source, good)), entry, decoded
 
 
 def _read_verdict(path: Path | None) -> dict | None:
@@ -102,7 +107,11 @@ def _refuse_duplicates(sources: dict) -> None:
                              advice="remove the repeated rows, or pass --allow-duplicates if they are meant")
 
 
-def _decoded(source, size: int, cfg: TrainConfig, role: str, progress: bool) -> DecodedImages:
+def _decoded(source, size: int, cfg: TrainConfig, role: str, progress: bool, decoded: dict) -> DecodedImages:
+    """The decoded images of the checked `source`: those its check decoded (`decoded[role]`), else decoded now or
+    read from the cache."""
+    if decoded.get(role) is not None:
+        return decoded[role]
     with tqdm(total=len(source), desc=f"decoding {role} images", unit="img", leave=False, disable=not progress) as bar:
         return decode_source(source, size, cache_dir(cfg), cfg.workers, progress=lambda done, total: bar.update(1))
 
@@ -126,11 +135,10 @@ def prepare_data(
         _refuse_duplicates(sources)
     class_names = list(sources["train"].class_names)
     num_classes = cfg.num_classes or len(class_names)
-    report = {}
-    checked = {}
+    report, checked, decoded = {}, {}, {}
     for role, source in sources.items():
-        checked[role], report[role] = _checked(source, num_classes, cfg, role, log, progress)
-    train = _decoded(checked["train"], size, cfg, "train", progress)
+        checked[role], report[role], decoded[role] = _checked(source, num_classes, size, cfg, role, log, progress)
+    train = _decoded(checked["train"], size, cfg, "train", progress, decoded)
     if cfg.val_data is None:
         train_idx, val_idx = stratified_split(train.labels, cfg.val_fraction, cfg.seed)
         if len(val_idx) == 0:
@@ -140,10 +148,10 @@ def prepare_data(
             )
         train_split, val_split = Split(train, train_idx), Split(train, val_idx)
     else:
-        val = _decoded(checked["val"], size, cfg, "val", progress)
+        val = _decoded(checked["val"], size, cfg, "val", progress, decoded)
         train_split, val_split = Split.whole(train), Split.whole(val)
     test_split = None
     if cfg.test_data is not None:
-        test = _decoded(checked["test"], size, cfg, "test", progress)
+        test = _decoded(checked["test"], size, cfg, "test", progress, decoded)
         test_split = Split.whole(test)
     return PreparedData(train_split, val_split, test_split, class_names, report)

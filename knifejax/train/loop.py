@@ -6,6 +6,10 @@ every batch is a pure function of (seed, epoch, batch number) (`knifejax.data.pi
 point and started again with the same command replays the same batches from its last checkpoint and ends with
 the same parameters, bit for bit on CPU, whichever data placement feeds it.
 
+A run bounded by `max_steps` is the first `max_steps` steps of the run it bounds (same batches, same learning
+rates: the schedule still spans `epochs`). The epoch the bound cuts short is evaluated, logged and checkpointed
+at its position within the epoch, so the same command started again after the end trains nothing more.
+
 Losses are read one step late, so the host never waits for the device; a non-finite loss stops the run
 before anything computed from it is checkpointed.
 """
@@ -374,7 +378,9 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
         raise ConfigError(
             f"--batch-size {cfg.batch_size} is more than the {len(data.train)} training images; lower --batch-size"
         )
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = cfg.epochs * steps_per_epoch  # what the schedule spans, a bound or not
+    end_step = min(total_steps, cfg.max_steps or total_steps)
+    end_epoch = -(-end_step // steps_per_epoch)  # the epochs it trains, the last perhaps cut short
     side_by_side = len(cfgs) > 1
     members = [_Member(c, run, total_steps, log, named=in_group) for c, run in zip(cfgs, runs)]
     model = build_model(cfg, num_classes)  # before the runs are written: a refused weights file leaves no run behind
@@ -391,6 +397,9 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
         log(f"{cfg.model}: {summary['parameters']:,} parameters, {summary['trainable_parameters']:,} trainable")
         if side_by_side:
             log(f"training {len(members)} runs side by side in one program (one data order, one compiled step)")
+        if end_step < total_steps:
+            log(f"--max-steps {cfg.max_steps}: training stops after step {end_step} of the {total_steps} "
+                f"({cfg.epochs} epochs of {steps_per_epoch} steps) its learning-rate schedule spans")
     normalize = normalization(cfg.norm, model.pretrained_cfg)
     # The most general member's optimizer: a momentum buffer or a decay term if any member has one.
     optimizer = build_optimizer(
@@ -425,9 +434,12 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
         log(f"resuming {', '.join(str(members[index].run.path) for index in going)} at epoch {first['epoch'] + 1}, "
             f"batch {first['batch']}")  # fmt: skip
     position = dict(members[going[0]].progress) if going else {"epoch": 0, "batch": 0}  # the group's data position
+    # The lines logged after the checkpoint resumed from go; an epoch cut by --max-steps was logged before its save.
+    reached = position["epoch"] * steps_per_epoch + position["batch"]
+    logged = position["epoch"] + int(position["batch"] > 0 and reached >= end_step)
     if is_main:
         for member in members:
-            member.run.keep_epochs_before(position["epoch"])
+            member.run.keep_epochs_before(logged)
     for member in members:
         member.history = member.run.history()
     state = replicate(_stack(states) if side_by_side else states[0], mesh)
@@ -486,21 +498,22 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
         return placed[id(split.data)]
 
     feed = dict(augment_cfg=augment, seed=cfg.seed, epoch=position["epoch"], start_batch=position["batch"],
-                end_epoch=cfg.epochs, process_index=jax.process_index(), process_count=jax.process_count())
+                end_epoch=end_epoch, process_index=jax.process_index(), process_count=jax.process_count())
     val_placed = on_device(data.val)  # placed before the first epoch, so that its timings do not hold the copy
     if placement == "device":
         stream = device_train_batches(on_device(data.train), data.train.indices, cfg.batch_size, **feed)
     else:
         stream = _on_mesh(train_batches(data.train.data, data.train.indices, cfg.batch_size, workers=cfg.workers,
                                         **feed), mesh)  # fmt: skip
-    for epoch in range(position["epoch"], cfg.epochs):
-        if all(member.stopped for member in members):
-            break
+    for epoch in range(position["epoch"], end_epoch):
         start_batch = position["batch"] if epoch == position["epoch"] else 0
+        epoch_steps = min(steps_per_epoch, end_step - epoch * steps_per_epoch)  # fewer in an epoch --max-steps cuts
+        if all(member.stopped for member in members) or start_batch >= epoch_steps:  # all stopped, or cut here before
+            break
         for member in members:
             member.sums = _EpochSums(member.progress["sums"] if epoch == position["epoch"] else None)
-        batches = itertools.islice(stream, steps_per_epoch - start_batch)
-        bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+        batches = itertools.islice(stream, epoch_steps - start_batch)
+        bar = tqdm(total=epoch_steps, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (progress and is_main), dynamic_ncols=True)
         pending: tuple[int, dict] | None = None
 
@@ -539,7 +552,7 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
             bar.update(1)
             if not any(member.stopped is None for member in members):
                 break
-            if cfg.checkpoint_every and (batch_number + 1) % cfg.checkpoint_every == 0 and batch_number + 1 < steps_per_epoch:
+            if cfg.checkpoint_every and (batch_number + 1) % cfg.checkpoint_every == 0 and batch_number + 1 < epoch_steps:
                 consume()
                 seconds = time.perf_counter() - started
                 for member in members:
@@ -555,7 +568,8 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
         for index, member in enumerate(members):
             if not member.stopped:
                 _end_epoch(member, member_state(index), epoch, data, val_placed, eval_step, mesh, is_main, running)
-        save_latest(epoch + 1, 0)
+        # An epoch cut by --max-steps saves its position within the epoch: resumed, the run finds nothing left.
+        save_latest(*divmod(epoch * steps_per_epoch + epoch_steps, steps_per_epoch))
         for member in members:
             member.sums = _EpochSums()
 
@@ -596,8 +610,9 @@ def _end_epoch(member: _Member, state: TrainState, epoch: int, data, val_placed,
     if is_main:
         member.run.append_metrics(line)
         plot_training_curves(member.history, member.run.curves, title=f"{cfg.model} — {member.run.path.name}")
+    bound = f" (step {line['step']}: --max-steps ends the run here)" if line["step"] == cfg.max_steps else ""
     member.log(
-        f"epoch {epoch + 1}/{cfg.epochs}: train loss {line['train_loss']:.4f}, val loss {val['loss']:.4f}, "
+        f"epoch {epoch + 1}/{cfg.epochs}{bound}: train loss {line['train_loss']:.4f}, val loss {val['loss']:.4f}, "
         f"val MAP@5 {val['map@5']:.4f}, MAP@1 {val['map@1']:.4f}, acc@5 {val['acc@5']:.4f}"
     )
     if val["map@5"] > member.progress["best_map5"]:

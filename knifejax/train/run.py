@@ -37,7 +37,9 @@ from knifejax.weights import load_timm_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Fields a resumed run may change: they alter how long it runs or how it is fed, not what it computes.
+# Fields a resumed run may change: they alter how long it runs or how it is fed, not what it computes. Not
+# `max_steps`: a bounded run evaluates, logs and keeps as best the epoch its bound cuts short, which a longer run
+# would not, so extending it would not give the longer run.
 RESUMABLE_CHANGES = ("epochs", "workers", "data_placement", "cache_dir", "weights_dir")
 
 
