@@ -181,7 +181,7 @@ def test_prepare_data_without_progress_draws_no_bars(tmp_path, capsys):
 
     from knifejax.train.data_setup import prepare_data
 
-    # A CSV of image files, so that both bars exist: checking the files and decoding them.
+    # A CSV of image files, so that the bar exists: the files are checked and decoded in one pass.
     rows = ["Id,Label"]
     for i in range(6):
         Image.new("RGB", (20, 16), (40 * i, 90, 200)).save(tmp_path / f"{i}.png")
@@ -192,4 +192,4 @@ def test_prepare_data_without_progress_draws_no_bars(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     prepare_data(cfg.replace(cache_dir=str(tmp_path / "cache2")), 16, log=lambda message: None)
     err = capsys.readouterr().err
-    assert "checking train files" in err and "decoding train images" in err
+    assert "checking and decoding train files" in err
