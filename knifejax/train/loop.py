@@ -523,6 +523,7 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
                 return
             batch_number, metrics = pending
             pending = None
+            metrics = jax.device_get(metrics)  # every member's numbers in one transfer
             for index, member in enumerate(members):
                 if member.stopped:
                     continue
@@ -532,7 +533,7 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
                     stop(index, f"the training loss became {loss} at epoch {epoch + 1}, batch {batch_number + 1}; the "
                                 f"run stopped and {member.last_good()}; {member.advice()}")  # fmt: skip
                     continue
-                member.divergence.see(loss, int(position["step"]))
+                member.divergence.see(loss, position["step"])
             running = [member for member in members if not member.stopped]
             if running:
                 sums = running[0].sums
