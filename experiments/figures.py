@@ -15,8 +15,9 @@ import numpy as np
 from matplotlib import colormaps, ticker
 from matplotlib.figure import Figure
 
-from experiments.presets import format_lr
+from experiments.presets import PRESETS, format_lr
 from experiments.tables import by_setting
+from knifejax.data.pipeline import train_steps_per_epoch
 from knifejax.metrics import chance_map_at_k
 from knifejax.plots import save_figure
 
@@ -134,15 +135,14 @@ def lr_schedules(filename: str, t_max_periodic: int = 20) -> Callable[[dict, Pat
     def draw(document: dict, out: Path) -> Path:
         from knifejax.train.optim import make_schedule
 
-        base = document["preset"]["fields"]["lr"]
+        base = PRESETS[document["preset"]["name"]].config().lr
         settings = document["settings"]
         runs = [r for r in document["runs"] if settings[r["setting"]]["overrides"].get("lr") == base]
         if not runs:  # the base rate is not among the settings: take the first one's
             first = next(iter(settings))
             base = settings[first]["overrides"]["lr"]
             runs = [r for r in document["runs"] if settings[r["setting"]]["overrides"].get("lr") == base]
-        history = runs[0]["history"]
-        total, per_epoch = history[-1]["step"], history[0]["step"]
+        per_epoch, total = _planned_steps(runs[0], settings[runs[0]["setting"]]["config"])
         steps = np.arange(total)
         fig = Figure(figsize=(8, 4.2), layout="constrained")
         ax = fig.subplots()
@@ -170,6 +170,14 @@ def lr_schedules(filename: str, t_max_periodic: int = 20) -> Callable[[dict, Pat
         return save_figure(fig, out / filename)
 
     return draw
+
+
+def _planned_steps(run: dict, config: dict) -> tuple[int, int]:
+    """(steps per epoch, steps of the whole run) that the run's schedule spans, also when --max-steps cut it
+    short: from the number of training images its data report counted."""
+    items = json.loads((Path(run["run_dir"]) / "data_report.json").read_text())["train"]["items"]
+    per_epoch = train_steps_per_epoch(items, config["batch_size"])
+    return per_epoch, per_epoch * config["epochs"]
 
 
 def final_bars(filename: str, x_key: str, series_key: str, title: str | None = None) -> Callable[[dict, Path], Path]:
