@@ -139,7 +139,7 @@ def _open_labelled(args: argparse.Namespace, predictor):
     from knifejax.data.cache import decode_source
     from knifejax.data.open import open_source
     from knifejax.data.sources import ImageFolderSource
-    from knifejax.data.validate import validate
+    from knifejax.data.validate import refuse_duplicates, validate
     from knifejax.inference import align_folder_labels
 
     source = open_source(
@@ -154,6 +154,8 @@ def _open_labelled(args: argparse.Namespace, predictor):
     )
     if isinstance(source, ImageFolderSource):
         source = align_folder_labels(source, predictor.class_names)
+    if not args.allow_duplicates:
+        refuse_duplicates({"the": source})
     validate(source, len(predictor.class_names))
     return source, decode_source(source, predictor.size, cache_dir=None)
 
@@ -261,6 +263,12 @@ def _add_trained_model_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"refuse image files with more pixels than this (default: {DEFAULT_MAX_PIXELS})")
 
 
+def _add_allow_duplicates_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-duplicates", action="store_true",
+                        help="score an image listed twice twice (default: refuse the repeated rows, which would weigh "
+                        "those images double)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="python -m knifejax",
@@ -294,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trained_model_flags(evaluate)
     evaluate.add_argument("--data", required=True, help=SPEC_HELP)
     evaluate.add_argument("--root", help="folder the CSV paths are relative to")
+    _add_allow_duplicates_flag(evaluate)
     evaluate.add_argument("--synthetic-classes", type=int, default=192)
     evaluate.add_argument("--synthetic-per-class", type=int, default=40, help="(test split: a quarter of it)")
     evaluate.set_defaults(func=_cmd_evaluate)
@@ -320,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     gradcam.add_argument("images", nargs="*", help="image files or folders (or use --data)")
     gradcam.add_argument("--data", help=f"labelled data instead of images: {SPEC_HELP}")
     gradcam.add_argument("--root", help="folder the CSV paths are relative to")
+    _add_allow_duplicates_flag(gradcam)
     gradcam.add_argument("--synthetic-classes", type=int, default=192)
     gradcam.add_argument("--synthetic-per-class", type=int, default=40, help="(test split: a quarter of it)")
     gradcam.add_argument("--select", choices=("all", "correct", "failed"), default="all",

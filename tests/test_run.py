@@ -154,6 +154,18 @@ def test_cli_evaluate_and_predict_on_a_run(finished_run, tmp_path, capsys):
     source = SyntheticKnives(4, 1, size=48, split="test")
     for i in range(len(source)):
         Image.fromarray(source[i]["image"]).save(folder / f"knife_{i}.png")
+
+    repeated = tmp_path / "repeated.csv"  # a row pasted twice would weigh its image double in the score
+    repeated.write_text("Id,Label\n" + "".join(f"knife_{i}.png,{i}\n" for i in (0, 1, 2, 3, 1)))
+    evaluate = ["evaluate", "--run", str(finished_run), "--data", str(repeated), "--root", str(folder)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(evaluate)
+    assert exit_info.value.code == 2
+    said = capsys.readouterr()
+    assert "the data row 6 repeats the image of the data row 3; remove the repeated rows, or pass " \
+           "--allow-duplicates" in said.err  # fmt: skip
+    cli_main([*evaluate, "--allow-duplicates"])
+    assert "5 images from" in capsys.readouterr().out
     out = tmp_path / "predictions.csv"
     cli_main(["predict", "--run", str(finished_run), str(folder), "--out", str(out)])
     rows = out.read_text().splitlines()

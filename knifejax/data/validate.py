@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,3 +163,26 @@ def describe_source(source: Any) -> str:
     if csv_path is not None:
         return f"{csv_path} (image paths relative to {root})"
     return str(root) if root is not None else type(source).__name__
+
+
+def refuse_duplicates(sources: dict) -> None:
+    """The same image file twice -- in one CSV, or in training and validation/test data -- is a mistake that makes
+    validation scores lie (a carved validation split would hold images that are also trained on)."""
+    seen: dict[str, str] = {}
+    problems = []
+    for role, source in sources.items():
+        paths = getattr(source, "paths", None)
+        rows = getattr(source, "row_numbers", None)
+        for index, path in enumerate(paths or ()):
+            if "\0" in str(path):
+                continue  # no file has that name; validate reports the row
+            where = f"{role} data row {rows[index]}" if rows is not None else f"{role} data"
+            key = os.path.realpath(path)
+            if key in seen:
+                problems.append(f"{path}: {where} repeats the image of {seen[key]}")
+            else:
+                seen[key] = where
+    if problems:
+        what = " and ".join(describe_source(s) for s in sources.values() if hasattr(s, "paths"))
+        raise problems_error(what, problems, sum(len(s) for s in sources.values()),
+                             advice="remove the repeated rows, or pass --allow-duplicates if they are meant")

@@ -24,7 +24,7 @@ from knifejax.data.errors import DataError
 from knifejax.data.open import open_source
 from knifejax.data.split import Split
 from knifejax.data.sources import Subset, stratified_split
-from knifejax.data.validate import describe_source, problems_error
+from knifejax.data.validate import describe_source, problems_error, refuse_duplicates
 from knifejax.train.config import TrainConfig
 
 
@@ -84,29 +84,6 @@ def _read_verdict(path: Path | None) -> dict | None:
     return saved if isinstance(saved, dict) and {"good", "problems"} <= saved.keys() else None
 
 
-def _refuse_duplicates(sources: dict) -> None:
-    """The same image file twice -- in one CSV, or in training and validation/test data -- is a mistake that makes
-    validation scores lie (a carved validation split would hold images that are also trained on)."""
-    seen: dict[str, str] = {}
-    problems = []
-    for role, source in sources.items():
-        paths = getattr(source, "paths", None)
-        rows = getattr(source, "row_numbers", None)
-        for index, path in enumerate(paths or ()):
-            if "\0" in str(path):
-                continue  # no file has that name; validate reports the row
-            where = f"{role} data row {rows[index]}" if rows is not None else f"{role} data"
-            key = os.path.realpath(path)
-            if key in seen:
-                problems.append(f"{path}: {where} repeats the image of {seen[key]}")
-            else:
-                seen[key] = where
-    if problems:
-        what = " and ".join(describe_source(s) for s in sources.values() if hasattr(s, "paths"))
-        raise problems_error(what, problems, sum(len(s) for s in sources.values()),
-                             advice="remove the repeated rows, or pass --allow-duplicates if they are meant")
-
-
 def _decoded(source, size: int, cfg: TrainConfig, role: str, progress: bool, decoded: dict) -> DecodedImages:
     """The decoded images of the checked `source`: those its check decoded (`decoded[role]`), else decoded now or
     read from the cache."""
@@ -132,7 +109,7 @@ def prepare_data(
     specs = {"train": cfg.data, "val": cfg.val_data, "test": cfg.test_data}
     sources = {role: open_source(spec, split=role, **opened) for role, spec in specs.items() if spec is not None}
     if not cfg.allow_duplicates:
-        _refuse_duplicates(sources)
+        refuse_duplicates(sources)
     class_names = list(sources["train"].class_names)
     num_classes = cfg.num_classes or len(class_names)
     report, checked, decoded = {}, {}, {}
