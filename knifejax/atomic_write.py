@@ -3,7 +3,8 @@ mid-write leaves the previous file as it was.
 
 The bytes go to a temporary file in the same folder (so the rename cannot cross file systems), are flushed
 to disk, and the temporary file is renamed over the target, which POSIX makes atomic. A failed write
-removes its temporary file.
+removes its temporary file. The file gets the permissions `open` would give it (0o666 less the umask), not the
+temporary file's owner-only 0o600: results and weights are for the user's group to read when their umask says so.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
+        umask = _umask()
+        if umask is not None:  # else the temporary file's 0o600 stays: never more open than the user asked
+            os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
@@ -29,6 +33,16 @@ def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int | None:
+    """The process's umask, read where Linux shows it: setting it to read it (`os.umask`) would change it for every
+    thread of the host process meanwhile."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:

@@ -124,6 +124,20 @@ def test_atomic_writes_leave_the_old_file_when_the_write_fails(tmp_path, monkeyp
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_give_the_permissions_open_gives(tmp_path, umask):
+    """Not the temporary file's owner-only 0o600: a group sharing results reads them when the umask says so."""
+    from knifejax.atomic_write import write_text_atomically
+
+    previous = os.umask(umask)
+    try:
+        write_text_atomically(tmp_path / "atomic.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "atomic.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode == 0o100666 & ~umask
+
+
 @pytest.mark.slow
 def test_a_full_disk_while_caching_is_an_error_not_a_sigbus(tmp_path):
     """RLIMIT_FSIZE with SIGXFSZ ignored makes writes past 1 MiB fail with EFBIG, as a full disk fails with ENOSPC."""

@@ -21,7 +21,7 @@ from knifejax.data.cache import checksums_path, decode_source, source_fingerprin
 from knifejax.data.device_batches import DeviceImages
 from knifejax.train.sharding import data_mesh
 from knifejax.errors import UserError, reported_errors
-from knifejax.train.loop import DivergenceWatch
+from knifejax.train.loop import DivergenceWarning, DivergenceWatch
 from tests.cli_errors import refused
 
 TRAIN = ["train", "--model", "resnet18", "--epochs", "1", "--image-size", "32", "--no-progress"]
@@ -71,6 +71,12 @@ def test_a_run_folder_under_a_link_to_nothing_is_refused(tmp_path, capsys):
     _fails(capsys, [*TRAIN, "--run", str(tmp_path / "runs" / "b0")],
            f"--run: {tmp_path / 'runs'} is a link to {tmp_path / 'unmounted'}, which does not exist")
     assert not (tmp_path / "unmounted").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder that takes no files")
+def test_a_run_folder_on_a_pseudo_filesystem_is_refused(capsys):
+    """/proc looks writable to root (its mode bits say so), yet no file can be made there."""
+    _fails(capsys, [*TRAIN, "--run", "/proc/knifejax-run"], "--run: /proc takes no new files (")
 
 
 @pytest.fixture
@@ -254,12 +260,18 @@ def test_details_go_to_stdout_and_bugs_keep_their_traceback(capsys):
         1 / 0
 
 
-def test_divergence_is_warned_once():
-    said = []
-    watch = DivergenceWatch(1e3, said.append)
-    for step, loss in enumerate([2.8, 50.0, 400.0, 1e17, np.inf]):
-        watch.see(loss, step + 1)
-    assert len(said) == 1 and "grew from 2.8 to 400 by step 3" in said[0] and "--lr, now 1000" in said[0]
+def test_divergence_is_warned_once_as_a_warning_the_user_can_filter():
+    """A `DivergenceWarning` (the entry points print it as one `knifejax: warning:` line on stderr, above), not a
+    line on stdout that a library user could neither catch nor silence."""
+    watch = DivergenceWatch(1e3, "runs/a: ")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step, loss in enumerate([2.8, 50.0, 400.0, 1e17, np.inf]):
+            watch.see(loss, step + 1)
+    (warned,) = caught
+    assert warned.category is DivergenceWarning
+    assert str(warned.message).startswith("runs/a: the training loss grew from 2.8 to 400 by step 3")
+    assert "--lr, now 1000" in str(warned.message)
 
 
 def test_refused_initial_weights_leave_no_run_and_no_warning_behind(tmp_path, capsys):
