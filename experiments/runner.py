@@ -507,7 +507,7 @@ def results_document(experiment: Experiment, preset: Preset, description: str, r
 def write_outputs(experiment: Experiment, document: dict, out: Path, draw: bool = True) -> list[Path]:
     """results.json always; with `draw`, once every run is in, table.md and the figures too."""
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(out / "results.json", json.dumps(_finite(document), indent=1) + "\n")
+    write_text_atomically(out / "results.json", json.dumps(strict_json(document), indent=1) + "\n")
     written = [out / "results.json"]
     if draw and document["complete"]:
         written.append(write_table(experiment, document, out / "table.md"))
@@ -516,14 +516,14 @@ def write_outputs(experiment: Experiment, document: dict, out: Path, draw: bool 
     return written
 
 
-def _finite(value):
+def strict_json(value):
     """NaN/inf -> None, so results.json is strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [strict_json(v) for v in value]
     return value
 
 

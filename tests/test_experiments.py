@@ -137,7 +137,7 @@ def check_outputs(document: dict, out: Path, labels: list[str], figures: list[st
     assert all(f"| {label} |" in table for label in labels)
     for name in figures:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000
-    assert saved["runs"] == json.loads(json.dumps(runner._finite(document["runs"])))
+    assert saved["runs"] == json.loads(json.dumps(runner.strict_json(document["runs"])))
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +378,7 @@ def test_the_study_ensemble_has_the_studys_four_members():
 
 
 def test_results_json_is_strict_even_with_nan():
-    assert runner._finite({"a": [1.0, float("nan")], "b": float("inf")}) == {"a": [1.0, None], "b": None}
+    assert runner.strict_json({"a": [1.0, float("nan")], "b": float("inf")}) == {"a": [1.0, None], "b": None}
 
 
 def test_missing_pretrained_weights_leave_no_run_behind(tmp_path, monkeypatch, capsys):
@@ -529,6 +529,27 @@ def test_report_calls_a_difference_a_finding_only_beyond_the_spread():
     assert report.differs(a, report.Score("c", 0.40, 0.02)) is True
     assert report.differs(a, report.Score("d", 0.40, None)) is None
     assert "within the spread" in report.versus(a, b) and "above" in report.versus(a, report.Score("c", 0.4, 0.02))
+
+
+def test_without_test_metrics_the_report_scores_by_the_final_validation_and_says_so():
+    """The study preset validates on test.csv every epoch and has no test set: its findings compare the final
+    epoch's validation MAP@5 (the study's own number), with the standard error over those images."""
+    def run(setting: str, val_map5: float, test: dict | None = None) -> dict:
+        history = [{"val_map@5": 0.01, "val_map@5_se": 0.01}, {"val_map@5": val_map5, "val_map@5_se": 0.02}]
+        return {"setting": setting, "history": history, "test": test}
+
+    document = {"settings": {"lr=1e-3": {}, "lr=1e-4": {}}, "preset": {"name": "study"},
+                "runs": [run("lr=1e-3", 0.40), run("lr=1e-4", 0.60)]}  # fmt: skip
+    assert not report.scored_by_test(document)
+    assert report.setting_scores(document) == [report.Score("lr=1e-3", 0.40, 0.02), report.Score("lr=1e-4", 0.60, 0.02)]
+    said = report.finding("sweep_lr", document)
+    assert said.startswith(report.BY_VALIDATION) and "best lr=1e-4 (0.600 ± 0.020)" in said
+
+    for run_, test_map5 in zip(document["runs"], (0.30, 0.35)):  # with --test-data: scored by the test images
+        run_["test"] = {"map@5": test_map5, "map@5_se": 0.05}
+    assert report.setting_scores(document) == [report.Score("lr=1e-3", 0.30, 0.05), report.Score("lr=1e-4", 0.35, 0.05)]
+    said = report.finding("sweep_lr", document)
+    assert said.startswith("Held: the study's rate, 1e-4, scored best here too; best lr=1e-4 (0.350 ± 0.050)")
 
 
 def test_the_recorded_command_leaves_out_what_changes_no_result():

@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -149,12 +150,17 @@ class _EpochSums:
         return {"loss": self.loss, "map5": self.map5, "steps": self.steps, "seconds": self.seconds}
 
 
-class DivergenceWatch:
-    """Warns once when the training loss grows to `factor` times its first value: a run that diverges without
-    ever reaching NaN (a learning rate of 1e3 took the loss to 1e17) should not train on in silence."""
+class DivergenceWarning(UserWarning):
+    """The training loss grew far above its first value: the run is diverging without having reached NaN."""
 
-    def __init__(self, lr: float, log: Callable[[str], None], factor: float = 100.0) -> None:
-        self.lr, self.log, self.factor = lr, log, factor
+
+class DivergenceWatch:
+    """Warns once (a `DivergenceWarning`) when the training loss grows to `factor` times its first value: a run
+    that diverges without ever reaching NaN (a learning rate of 1e3 took the loss to 1e17) should not train on in
+    silence. `where` names the run in the message when several train side by side."""
+
+    def __init__(self, lr: float, where: str = "", factor: float = 100.0) -> None:
+        self.lr, self.where, self.factor = lr, where, factor
         self.first: float | None = None
         self.warned = False
 
@@ -163,10 +169,12 @@ class DivergenceWatch:
             self.first = loss
         elif not self.warned and loss > self.factor * max(self.first, 1e-3):
             self.warned = True
-            self.log(
-                f"warning: the training loss grew from {self.first:.4g} to {loss:.4g} by step {step}, over "
+            warnings.warn(
+                f"{self.where}the training loss grew from {self.first:.4g} to {loss:.4g} by step {step}, over "
                 f"{self.factor:g} times its first value: the run is diverging; lower the learning rate (--lr, now "
-                f"{self.lr:g})"
+                f"{self.lr:g})",
+                DivergenceWarning,
+                stacklevel=2,
             )
 
 
@@ -280,7 +288,7 @@ class _Member:
         self.hyper = recipe_numbers(cfg, total_steps)
         self.latest = self.best = None  # opened once the run's model is built: a failed start creates no folder
         self.progress = {"epoch": 0, "batch": 0, "sums": {}, "best_map5": -1.0, "best_epoch": -1}
-        self.divergence = DivergenceWatch(cfg.lr, self.log)
+        self.divergence = DivergenceWatch(cfg.lr, f"{run.path}: " if named else "")
         self.resumed = False
         self.stopped: str | None = None  # why the member stopped training
         self.sums = _EpochSums()
@@ -595,7 +603,7 @@ def _end_epoch(member: _Member, state: TrainState, epoch: int, data, val_placed,
     cfg, sums = member.cfg, member.sums
     eval_started = time.perf_counter()
     val_logits = predict(partial(eval_step, state), data.val, cfg.batch_size, mesh, val_placed)
-    val = evaluation_metrics(val_logits, data.val.labels)
+    val = evaluation_metrics(val_logits, data.val.labels) | standard_errors(val_logits, data.val.labels)
     line = {
         "epoch": epoch,
         "step": int(state.step),
