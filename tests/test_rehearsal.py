@@ -1,48 +1,90 @@
-"""The study rehearsed small: a study-shaped set (three images a class), the study preset's learning-rate sweep on
-it from weights made here (one architecture, 32 px, two steps a run), and the report, which says the runs were cut
-short. The same path as the full-size rehearsal, at a size the test suite affords."""
+"""The study rehearsed small: `experiments.rehearse_study` on a study-shaped set of three images a class, the study
+preset's learning-rate sweep from stand-in weights made here (one architecture, 32 px, two steps a run), and the
+report, which says the runs were cut short. The same command and path as the full-size rehearsal, at a size the test
+suite affords."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
-from flax import nnx
 
-import knifejax as kj
-from experiments import report, sweep_lr
-from experiments.make_study_data import generate
-from knifejax.models.weights_folder import full_name
+from experiments import rehearse_study, report
+from experiments.compare_vit import settings as vit_settings
+from experiments.presets import PRESETS
+from experiments.report import ORDER
+from experiments.stand_in_weights import study_models
+from knifejax import study
+
+SMALL_SET = ["--images", "576", "--test-images", "16", "--max-side", "48"]
+
+
+def test_the_stand_in_weights_cover_every_model_the_study_preset_loads():
+    vits = [overrides["model"] for overrides in vit_settings(PRESETS["study"]).values()]
+    assert study_models(ORDER) == [a.model for a in study.ARCHITECTURES] + vits
+
+
+def test_a_flag_an_experiment_refuses_stops_the_rehearsal_before_it_writes_anything(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        rehearse_study.main([str(tmp_path / "out"), "--only", "sweep_lr", "--", "--lr", "1e-3"])
+    assert stopped.value.code == 2
+    assert "--lr does not apply to sweep_lr (preset study)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_step_ends_the_rehearsal_in_one_line_naming_it_and_its_log(tmp_path, capsys):
+    data = tmp_path / "out" / "data"
+    data.mkdir(parents=True)
+    (data / "mine.txt").write_text("a folder of the user's, not a data set the rehearsal began")
+    with pytest.raises(SystemExit) as stopped:
+        rehearse_study.main([str(tmp_path / "out"), *SMALL_SET, "--only", "sweep_lr"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    log = tmp_path / "out" / "logs" / "data.log"
+    assert error == (f"knifejax: error: data stopped (exit 2): knifejax: error: {data} holds other files; give an "
+                     f"empty or new folder, or the same arguments to complete it — its whole output: {log}")  # fmt: skip
+    assert not (tmp_path / "out" / "weights").exists()  # nothing after the failed step ran
+    record = json.loads((tmp_path / "out" / "rehearsal.json").read_text())
+    assert [(s["step"], s["exit"]) for s in record["steps"]] == [("data", 2)]
+
+
+def test_a_second_start_adds_its_time_to_each_step_and_keeps_the_steps_it_did_not_reach():
+    earlier = [{"step": "data", "seconds": 100.0, "peak_rss_bytes": 5, "exit": 0},
+               {"step": "sweep_lr", "seconds": 50.0, "peak_rss_bytes": 9, "exit": 1}]  # fmt: skip
+    now = [{"step": "data", "seconds": 1.0, "peak_rss_bytes": 3, "exit": 0}]
+    assert rehearse_study.with_earlier_starts(now, earlier) == [
+        {"step": "data", "seconds": 101.0, "peak_rss_bytes": 5, "exit": 0, "starts": 2}, earlier[1]]
 
 
 @pytest.mark.slow
-def test_the_study_preset_runs_bounded_on_a_study_shaped_set_and_the_report_says_so(tmp_path):
-    data = tmp_path / "data"
-    generate(data, images=576, test_images=16, max_side=48, progress=False)
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    kj.save_timm_weights(_seeded("resnet18"), weights / f"{full_name('resnet18')}.safetensors")
-    runs = tmp_path / "runs"
-    document = sweep_lr.main([
-        "--data", str(data / "train.csv"), "--val-data", str(data / "test.csv"), "--root", str(data),
-        "--weights-dir", str(weights), "--model", "resnet18", "--image-size", "32", "--max-steps", "2",
-        "--out", str(runs / "sweep_lr-study"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
-        "--compile-cache", "off",
+def test_the_study_preset_rehearses_from_one_command_and_the_report_says_so(tmp_path):
+    out = tmp_path / "rehearsal"
+    record = rehearse_study.main([
+        str(out), *SMALL_SET, "--max-steps", "2", "--only", "sweep_lr",
+        "--", "--model", "resnet18", "--image-size", "32", "--compile-cache", "off",
     ])  # fmt: skip
+    assert [s["step"] for s in record["steps"]] == ["data", "weights", "sweep_lr", "report"]
+    assert all(s["exit"] == 0 and s["seconds"] > 0 and s["peak_rss_bytes"] > 2**20 for s in record["steps"])
+    assert record["steps"][2]["runs"] == {"trained": 5}
+    assert [p.name for p in (out / "weights").iterdir()] == ["resnet18.a1_in1k.safetensors"]  # --model's default tag
+
+    document = json.loads((out / "runs" / "sweep_lr-study" / "results.json").read_text())
     assert document["preset"]["name"] == "study" and document["preset"]["max_steps"] == 2
-    assert len(document["runs"]) == 5
     for run in document["runs"]:
         assert [line["step"] for line in run["history"]] == [2] and run["status"] == "trained"
-        cfg = json.loads((tmp_path / run["run_dir"] / "config.json").read_text())
+        cfg = json.loads((Path(run["run_dir"]) / "config.json").read_text())
         assert (cfg["batch_size"], cfg["epochs"], cfg["norm"], cfg["pretrained"]) == (32, 20, "imagenet", "default")
-    table = (runs / "sweep_lr-study" / "table.md").read_text()
+    table = (out / "runs" / "sweep_lr-study" / "table.md").read_text()
     assert "**every run cut to its first 2 optimizer steps** (`--max-steps 2`" in table
 
-    page = report.main(["--preset", "study", "--runs", str(runs), "--out", str(tmp_path / "docs" / "results.md")])
-    text = page.read_text()
+    text = (out / "results.md").read_text()
     assert "**Rehearsal, not results:** the runs of sweep_lr were cut short by `--max-steps`" in text
     assert "**Bounded runs.** Every run stopped after at most 2 optimizer steps" in text
-    assert report.NO_TEST in text  # the study preset scores no separate test set: no finding, and no crash
+    assert f"**Finding.** {report.BY_VALIDATION}" in text  # the study preset has no test set: its validation scores
+    assert "lr=1e-4 (0.0" in text and "±" in text  # each rate's final validation MAP@5 with its standard error
 
-
-def _seeded(name: str) -> nnx.Module:
-    """An ImageNet-shaped model with seeded weights: the stand-in for its pretrained weights file."""
-    return kj.create_model(name, num_classes=1000, seed=0)
+    (checkpoints,) = record["checkpoints"]
+    assert (checkpoints["model"], checkpoints["optimizer"], checkpoints["runs"]) == ("resnet18", "adam", 5)
+    assert checkpoints["checkpoint_bytes"] > 2 * 4 * 11_000_000  # Adam: parameters and two moments, fp32, compressed
+    page = (out / "rehearsal.md").read_text()
+    assert re.search(r"\| sweep_lr \| \d+ (min \d\d )?s \| [\d.]+ [MG]iB \| 5 trained \|", page), page
