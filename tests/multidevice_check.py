@@ -3,7 +3,6 @@ before JAX starts): the data-parallel step equals the one-device step."""
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 
 import knifejax as kj

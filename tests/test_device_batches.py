@@ -3,7 +3,6 @@ augmentation draws, across epochs and from a resume point; evaluation batches to
 
 import itertools
 
-import jax
 import numpy as np
 import pytest
 

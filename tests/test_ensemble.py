@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import knifejax as kj
 from knifejax.cli import main as cli_main
 from knifejax.data import SyntheticKnives
 from knifejax.ensemble import DataSpec, EnsembleError, average_scores, build_ensemble, load_ensemble

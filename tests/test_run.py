@@ -2,7 +2,6 @@
 CLI's evaluate/predict on a trained run."""
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -128,7 +127,6 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     from knifejax.train.run import build_model
     from knifejax.train.loop import build_optimizer, checkpoint_trees
     from knifejax.train.steps import init_state
-    from flax import nnx
 
     model = build_model(cfg, 4)
     _, state = init_state(model, build_optimizer(cfg, model, 9))

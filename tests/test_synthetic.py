@@ -1,11 +1,8 @@
 """The procedural synthetic-knives dataset: determinism, class enumeration, hard pairs, splits."""
 
-import sys
-
 import numpy as np
 import pytest
 
-from knifejax.data import synthetic
 from knifejax.data.synthetic import (
     FINISHES,
     FITTINGS,

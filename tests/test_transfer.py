@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 import knifejax as kj
 from knifejax.train.steps import init_state, make_train_step

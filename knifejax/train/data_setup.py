@@ -10,7 +10,6 @@ the source's fingerprint, so a resumed run does not decode every file again to c
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
