@@ -13,9 +13,9 @@ Its steps, in order, each in a process of its own (so that its wall time and pea
              --weights-dir weights --max-steps N --cache-dir rehearsal/cache`, and the flags given after `--`,
              into rehearsal/runs/<experiment>-study; its output in rehearsal/logs/<experiment>.log
   report     rehearsal/results.md (`experiments.report --preset study`), marked a rehearsal, not results
-Then rehearsal/rehearsal.md (and .json): each step's wall time and peak resident memory (its process and the
-processes it started), the runs it trained, the checkpoint size of each model and optimizer, the disk each part
-takes. The same command again completes what a stop left: the data set, the missing weight files, the
+Then rehearsal/rehearsal.md (and .json): each step's wall time and peak resident memory (of its largest process,
+the step's own or one it started), the runs it trained, the checkpoints one run of each model and optimizer
+leaves (its latest and its best), the disk each part takes. The same command again completes what a stop left: the data set, the missing weight files, the
 unfinished runs (finished ones are skipped, interrupted ones resume); the figures are then the last start's.
 
 A step that fails stops the rehearsal with its log's last line; its log holds the rest.
@@ -54,8 +54,8 @@ def folder_bytes(folder: Path) -> int:
 
 
 def run_step(name: str, argv: list[str], log: Path) -> dict:
-    """Run `python -m ...argv` with its output in `log`: its wall time, peak memory (wait4: the process and every
-    process it waited for) and exit status."""
+    """Run `python -m ...argv` with its output in `log`: its wall time, peak memory (wait4: the largest resident set
+    of the process and of every process it waited for) and exit status."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"{name}: python -m {' '.join(argv)}", flush=True)
     started = time.perf_counter()
@@ -133,7 +133,7 @@ def summary_page(record: dict) -> str:
         "weights: the figures are the machine's costs, not results. A step started more than once shows its time "
         "over all starts.", "",
         f"Machine: {record['machine']}.", "",
-        "| step | wall time | peak memory | runs |", "|---|---|---|---|",
+        "| step | wall time | peak memory (largest process) | runs |", "|---|---|---|---|",
     ]  # fmt: skip
     for step in record["steps"]:
         runs = ", ".join(f"{n} {status}" for status, n in step.get("runs", {}).items()) or "—"
@@ -142,7 +142,7 @@ def summary_page(record: dict) -> str:
         lines.append(f"| {step['step']}{starts}{failed} | {_duration(step['seconds'])} | {_size(step['peak_rss_bytes'])} "
                      f"| {runs} |")  # fmt: skip
     total = sum(step["seconds"] for step in record["steps"])
-    lines += [f"| all | {_duration(total)} | | |", "", "| model | optimizer | image size | runs | checkpoints of one run |",
+    lines += [f"| all | {_duration(total)} | | |", "", "| model | optimizer | image size | runs | checkpoints of one run (latest and best) |",
               "|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {c['model']} | {c['optimizer']} | {c['image_size']} | {c['runs']} | {_size(c['checkpoint_bytes'])} |"
               for c in record["checkpoints"]]  # fmt: skip
