@@ -39,3 +39,10 @@ def timm():
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
     return timm
+
+
+def pytest_collection_modifyitems(items):
+    """The files holding slow tests first: the two workers take whole files in this order, so the long files start
+    early and the short ones fill in at the end, rather than one worker running a long file while the other idles."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept
