@@ -264,8 +264,8 @@ def _add_trained_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_allow_duplicates_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-duplicates", action="store_true",
-                        help="score an image listed twice twice (default: refuse the repeated rows, which would weigh "
-                        "those images double)")
+                        help="keep rows that repeat an image (default: refuse them, since a repeated row weighs its "
+                        "image double in the scores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
