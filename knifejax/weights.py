@@ -98,8 +98,9 @@ def load_timm_weights(
     All or nothing: on any problem one `WeightMismatchError` names the missing, unexpected and mis-shaped
     keys (all of them in its attributes) and the model is left unchanged. Names and shapes are compared before any tensor is read,
     so a file that does not fit costs no more memory than its header; only the model's keys are read. A
-    weight holding NaN or infinity is refused (`NonFiniteWeightsError`, naming the keys). A classifier for another class count is not an
-    error: it keeps its fresh initialisation and a warning says so.
+    weight holding NaN or infinity is refused (`NonFiniteWeightsError`, naming the keys). A classifier for another class count, or
+    none in the checkpoint (a headless export such as DINO's), is not an error: the model's keeps its fresh
+    initialisation and a warning says so.
     """
     source = f" from {os.fspath(weights)}" if isinstance(weights, (str, os.PathLike)) else ""
     with open_state_dict(weights) as checkpoint:
@@ -129,13 +130,19 @@ def load_timm_weights(
 def _without_foreign_head(
     model: nnx.Module, state: dict, slots: dict[str, _Slot]
 ) -> tuple[dict, dict, str | None]:
-    """Drop a checkpoint classifier made for another class count: the model's stays fresh. Returns the warning
-    that says so (None when the classifier fits)."""
+    """Drop a checkpoint classifier made for another class count: the model's stays fresh. A checkpoint with no
+    classifier at all (a headless export, such as DINO's ViTs, whose timm tags have `num_classes` 0) leaves the
+    model's fresh too, as timm's pretrained loading does. Returns the warning that says so (None when the
+    classifier fits)."""
     head = _classifier_prefix(model)
     if head is None:
         return state, slots, None
     ckpt_head = {k for k in state if k.startswith(head)}
     model_head = {k for k in slots if k.startswith(head)}
+    if model_head and not ckpt_head:
+        warning = (f"checkpoint has no classifier ({head}*): this model's classifier for "
+                   f"{getattr(model, 'num_classes', '?')} classes keeps its fresh initialisation")  # fmt: skip
+        return state, {k: v for k, v in slots.items() if k not in model_head}, warning
     head_differs = ckpt_head != model_head or any(tuple(state[k].shape) != slots[k].torch_shape for k in ckpt_head)
     if not (ckpt_head and head_differs):
         return state, slots, None

@@ -122,6 +122,24 @@ def test_classifier_of_another_class_count_stays_fresh_with_a_warning():
     assert np.array_equal(_params(model)["layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
 
 
+def test_a_headless_checkpoint_loads_with_the_classifier_fresh_as_timm_loads_dino(tmp_path):
+    """DINO's ViT tags have no classifier (`num_classes` 0): fine-tuning one for 192 classes keeps every other
+    weight of the file and a fresh head, as `timm.create_model(..., pretrained=True, num_classes=192)` does."""
+    headless = kj.create_model("vit_small_patch8_224.dino", seed=1)
+    assert headless.num_classes == 0
+    kj.save_timm_weights(headless, tmp_path / "vit_small_patch8_224.dino.safetensors")
+    with pytest.warns(UserWarning, match=r"checkpoint has no classifier \(head\.\*\): this model's classifier for 192"):
+        model = kj.create_model("vit_small_patch8_224.dino", pretrained=True, num_classes=192, seed=2,
+                                pretrained_cfg_overlay={"file": tmp_path / "vit_small_patch8_224.dino.safetensors"})
+    fresh = timm_state_dict(kj.create_model("vit_small_patch8_224.dino", num_classes=192, seed=2))
+    loaded, saved = timm_state_dict(model), timm_state_dict(headless)
+    assert np.array_equal(loaded["head.weight"], fresh["head.weight"]) and loaded["head.weight"].shape == (192, 384)
+    assert all(np.array_equal(loaded[k], v) for k, v in saved.items())
+    with pytest.raises(kj.WeightMismatchError, match="missing"):  # the rest of the model is still checked
+        kj.load_timm_weights(kj.create_model("vit_small_patch8_224", num_classes=5),
+                             {k: v for k, v in saved.items() if k != "norm.weight"})
+
+
 def test_checkpoint_formats_users_have_load_alike(tmp_path, timm):
     reference, model = reference_pair(timm, "resnet18", num_classes=4)
     expected = _params(model)
