@@ -83,6 +83,8 @@ def test_the_budget_uses_the_smallest_accelerator_limit_or_the_available_ram(tmp
 def test_a_run_may_resume_with_another_placement(tmp_path):
     run = RunDir(tmp_path / "run")
     run.start(TrainConfig(data_placement="host"))
+    run.check_config(TrainConfig(seed=1))  # nothing trained yet: nothing to resume, any configuration goes
+    run.append_metrics({"epoch": 0, "step": 1})
     run.check_config(TrainConfig(data_placement="device"))  # the same batches either way: accepted
     with pytest.raises(ConfigError, match="another configuration"):
         run.check_config(TrainConfig(data_placement="device", seed=1))

@@ -155,8 +155,8 @@ def test_group_members_equal_runs_alone_and_a_diverging_member_stops_alone(group
         assert cfg == GROUP[index] and len(classes) == 4
 
     # Two members that do not fit the memory budget side by side train one at a time: exactly as alone.
-    def small_device(needed, share, devices=None, limit=None):
-        return Budget(needed, int(0.6 * needed / share), share, "a stated limit")
+    def small_device(needed, share, devices=None, limit=None):  # too small for the group, large enough for one run
+        return Budget(needed, int(0.6 * needed / share) if share == loop.MEMBERS_SHARE else needed, share, "a limit")
 
     monkeypatch.setattr(loop, "memory_budget", small_device)
     said = []

@@ -22,6 +22,7 @@ from knifejax.data.device_batches import DeviceImages
 from knifejax.train.sharding import data_mesh
 from knifejax.errors import UserError, reported_errors
 from knifejax.train.loop import DivergenceWarning, DivergenceWatch
+from knifejax.train.run import RunDir
 from tests.cli_errors import refused
 
 TRAIN = ["train", "--model", "resnet18", "--epochs", "1", "--image-size", "32", "--no-progress"]
@@ -71,6 +72,23 @@ def test_a_run_folder_under_a_link_to_nothing_is_refused(tmp_path, capsys):
     _fails(capsys, [*TRAIN, "--run", str(tmp_path / "runs" / "b0")],
            f"--run: {tmp_path / 'runs'} is a link to {tmp_path / 'unmounted'}, which does not exist")
     assert not (tmp_path / "unmounted").exists()
+
+
+def test_a_train_step_larger_than_the_memory_is_one_line_before_the_first_step(tmp_path, capsys, monkeypatch):
+    """ViT-S/8 at 224 px, batch 32, fp32 asked XLA for 31 GB on a 24 GB machine: an out-of-memory traceback in the
+    middle of the first step. The compiled step's own account of its memory is checked first."""
+    from knifejax import memory
+
+    monkeypatch.setattr(memory, "available_ram", lambda: 2**20)  # a machine with 1 MiB free
+    run = tmp_path / "run"
+    _fails(capsys, [*TRAIN, "--run", str(run), "--synthetic-classes", "4", "--synthetic-per-class", "4",
+                    "--batch-size", "4", "--cache-dir", str(tmp_path / "cache")],
+           "one train step of resnet18 at 32 px, batch 4, fp32 needs", "over 100% of 0.00 GiB",
+           "lower --batch-size, train in bfloat16 (--precision bf16), or use a device with more memory")  # fmt: skip
+    monkeypatch.undo()  # the same command with what the message advises trains
+    cli_main([*TRAIN, "--run", str(run), "--synthetic-classes", "4", "--synthetic-per-class", "4", "--batch-size", "2",
+              "--cache-dir", str(tmp_path / "cache"), "--max-steps", "1"])  # fmt: skip
+    assert [line["step"] for line in RunDir(run).history()] == [1]
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder that takes no files")

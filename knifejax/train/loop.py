@@ -347,21 +347,45 @@ class _TooManyMembers(Exception):
 MEMBERS_SHARE = 0.45
 
 
-def _check_members_fit(members_step, state: TrainState, active: jax.Array, cfg: TrainConfig, size: int, mesh) -> None:
-    """Compile the members' step (the compiled program serves the training that follows) and raise
-    `_TooManyMembers` when XLA's account of its memory (arguments, outputs not aliased to them, temporaries)
-    exceeds `MEMBERS_SHARE` of each device's memory."""
+def _step_memory(step, state: TrainState, cfg: TrainConfig, size: int, mesh, *extra) -> int | None:
+    """Compile `step` for a batch of `cfg` (the compiled program serves the training that follows) and return XLA's
+    account of its memory per device: arguments, outputs not aliased to them, temporaries (None: the backend gives
+    none)."""
     batch = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
     images = jax.ShapeDtypeStruct((cfg.batch_size, size, size, 3), jnp.uint8, sharding=batch)
     labels = jax.ShapeDtypeStruct((cfg.batch_size,), jnp.int32, sharding=batch)
-    stats = members_step.lower(state, images, labels, active).compile().memory_analysis()
-    if stats is None:  # a backend that gives no account: nothing to check against
+    stats = step.lower(state, images, labels, *extra).compile().memory_analysis()
+    if stats is None:
+        return None
+    return stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+
+
+def _check_members_fit(members_step, state: TrainState, active: jax.Array, cfg: TrainConfig, size: int, mesh) -> None:
+    """Raise `_TooManyMembers` when the members' step takes more than `MEMBERS_SHARE` of each device's memory."""
+    needed = _step_memory(members_step, state, cfg, size, mesh, active)
+    if needed is None:  # a backend that gives no account: nothing to check against
         return
-    needed = stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes + stats.temp_size_in_bytes
     budget = memory_budget(needed, MEMBERS_SHARE, mesh.local_devices)
     if budget.limit is not None and not budget.fits:
         count = len(active)
         raise _TooManyMembers(max(1, min(count - 1, int(count * MEMBERS_SHARE * budget.limit / needed))), budget)
+
+
+class StepMemoryError(UserError, MemoryError):
+    """One train step needs more memory than the device has: said before the first step, not as the allocator's
+    out-of-memory traceback in the middle of it."""
+
+
+def _check_step_fits(train_step, state: TrainState, cfg: TrainConfig, size: int, mesh) -> None:
+    needed = _step_memory(train_step, state, cfg, size, mesh)
+    budget = memory_budget(needed or 0, 1.0, mesh.local_devices)
+    if needed is not None and budget.limit is not None and not budget.fits:
+        raise StepMemoryError(
+            f"one train step of {cfg.model} at {size} px, batch {cfg.batch_size}, {cfg.precision} needs "
+            f"{budget.describe()} (XLA's account of the compiled step): lower --batch-size"
+            f"{', train in bfloat16 (--precision bf16)' if cfg.precision != 'bf16' else ''}, or use a device with "
+            "more memory"
+        )
 
 
 def _stack(states: list[TrainState]) -> TrainState:
@@ -465,6 +489,7 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
             return members_step(state, images, labels, jnp.asarray(active))
     else:
         train_step = make_train_step(graphdef, optimizer, normalize=normalize, precision=cfg.precision)
+        _check_step_fits(train_step, state, cfg, size, mesh)
     eval_step = make_eval_step(graphdef, normalize=normalize, precision=cfg.precision)
     augment = augment_config(cfg, size)
 

@@ -74,9 +74,16 @@ class RunDir:
                 "again in a new --run directory"
             ) from error
 
+    def trained(self) -> bool:
+        """Whether the run has anything to resume: a metrics line or a checkpoint."""
+        logged = self.metrics.exists() and self.metrics.stat().st_size > 0
+        return logged or any(p.name.isdigit() for folder in (self.latest, self.best) if folder.is_dir()
+                             for p in folder.iterdir())  # fmt: skip
+
     def check_config(self, cfg: TrainConfig) -> None:
-        """Refuse `cfg` when the run already holds another configuration; writes nothing."""
-        if self.config.exists():
+        """Refuse `cfg` when the run already holds another configuration; writes nothing. A run that never trained
+        a step (stopped before its first, say by a step too large for the memory) takes any configuration."""
+        if self.config.exists() and self.trained():
             saved = self.read_config()
             changed = saved.differences(cfg, ignore=RESUMABLE_CHANGES)
             if changed:
