@@ -18,7 +18,8 @@ the step's own or one it started), the runs it trained, the checkpoints one run 
 leaves (its latest and its best), the disk each part takes. The same command again completes what a stop left: the data set, the missing weight files, the
 unfinished runs (finished ones are skipped, interrupted ones resume); the figures are then the last start's.
 
-A step that fails stops the rehearsal with its log's last line; its log holds the rest.
+An experiment that fails is named with its log's last line at the end, after the others and the report ran (one
+rehearsal shows every problem); the data or the weights failing stop it at once.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def rehearse(out: Path, max_steps: int, images: int, test_images: int, max_side:
     plan += [(name, experiment_argv(name, out, max_steps, flags)) for name in experiments]
     plan.append(("report", ["experiments.report", "--preset", PRESET, "--runs", str(out / "runs"), "--out",
                             str(out / "results.md")]))  # fmt: skip
-    steps = []
+    steps, failed = [], []
     for name, argv in plan:
         measured = run_step(name, argv, logs / f"{name}.log")
         if name in experiments:
@@ -180,8 +181,14 @@ def rehearse(out: Path, max_steps: int, images: int, test_images: int, max_side:
         }  # fmt: skip
         write_text_atomically(saved, json.dumps(record, indent=1) + "\n")
         write_text_atomically(out / "rehearsal.md", summary_page(record))
-        if measured["exit"] != 0:
+        if measured["exit"] != 0 and name in experiments:  # the others do not need it: they are rehearsed too
+            failed.append(failure(name, measured, logs / f"{name}.log"))
+        elif measured["exit"] != 0:  # no data or no weights: nothing after can run
             raise failure(name, measured, logs / f"{name}.log")
+    if failed:
+        error = StepFailed(f"{len(failed)} of {len(experiments)} experiments failed; the first, {failed[0]}")
+        error.details = tuple(f"  {each}" for each in failed)
+        raise error
     return record
 
 

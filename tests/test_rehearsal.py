@@ -48,6 +48,28 @@ def test_a_failing_step_ends_the_rehearsal_in_one_line_naming_it_and_its_log(tmp
     assert [(s["step"], s["exit"]) for s in record["steps"]] == [("data", 2)]
 
 
+def test_a_failing_experiment_is_named_at_the_end_after_the_others_and_the_report_ran(tmp_path, monkeypatch, capsys):
+    ran = []
+
+    def fake_step(name, argv, log):
+        ran.append(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("...\nknifejax: error: one train step needs 29 GiB\n" if name == "sweep_lr" else "")
+        return {"step": name, "seconds": 1.0, "peak_rss_bytes": 2**20, "exit": 2 if name == "sweep_lr" else 0}
+
+    monkeypatch.setattr(rehearse_study, "run_step", fake_step)
+    with pytest.raises(SystemExit) as stopped:
+        rehearse_study.main([str(tmp_path / "out"), "--only", "sweep_lr,sweep_batch"])
+    assert stopped.value.code == 2 and ran == ["data", "weights", "sweep_lr", "sweep_batch", "report"]
+    said = capsys.readouterr()
+    log = tmp_path / "out" / "logs" / "sweep_lr.log"
+    assert said.err == (f"knifejax: error: 1 of 2 experiments failed; the first, sweep_lr stopped (exit 2): knifejax: "
+                        f"error: one train step needs 29 GiB — its whole output: {log}\n")  # fmt: skip
+    assert said.out.endswith(f"  sweep_lr stopped (exit 2): knifejax: error: one train step needs 29 GiB — its whole "
+                             f"output: {log}\n")  # fmt: skip
+    assert "| sweep_lr, failed (exit 2) |" in (tmp_path / "out" / "rehearsal.md").read_text()
+
+
 def test_a_second_start_adds_its_time_to_each_step_and_keeps_the_steps_it_did_not_reach():
     earlier = [{"step": "data", "seconds": 100.0, "peak_rss_bytes": 5, "exit": 0},
                {"step": "sweep_lr", "seconds": 50.0, "peak_rss_bytes": 9, "exit": 1}]  # fmt: skip
