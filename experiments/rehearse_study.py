@@ -82,7 +82,7 @@ def failure(name: str, measured: dict, log: Path) -> StepFailed:
 
 def with_earlier_starts(steps: list[dict], earlier: list[dict]) -> list[dict]:
     """Each step's cost over every start of the rehearsal: wall times added, the peak the highest, the runs as the
-    last start found them; steps of earlier starts that this one did not reach are kept."""
+    last start that trained any found them; steps of earlier starts that this one did not reach are kept."""
     before = {step["step"]: step for step in earlier}
     merged = []
     for step in steps:
@@ -90,6 +90,8 @@ def with_earlier_starts(steps: list[dict], earlier: list[dict]) -> list[dict]:
         if old is not None:
             step = {**step, "seconds": old["seconds"] + step["seconds"], "starts": old.get("starts", 1) + 1,
                     "peak_rss_bytes": max(old["peak_rss_bytes"], step["peak_rss_bytes"])}  # fmt: skip
+            if "runs" in old and "trained" not in step.get("runs", {}):  # this start found them done
+                step["runs"] = old["runs"]
         merged.append(step)
     return merged + list(before.values())
 

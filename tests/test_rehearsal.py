@@ -72,10 +72,15 @@ def test_a_failing_experiment_is_named_at_the_end_after_the_others_and_the_repor
 
 def test_a_second_start_adds_its_time_to_each_step_and_keeps_the_steps_it_did_not_reach():
     earlier = [{"step": "data", "seconds": 100.0, "peak_rss_bytes": 5, "exit": 0},
+               {"step": "sweep_batch", "seconds": 80.0, "peak_rss_bytes": 7, "exit": 0, "runs": {"trained": 3}},
                {"step": "sweep_lr", "seconds": 50.0, "peak_rss_bytes": 9, "exit": 1}]  # fmt: skip
-    now = [{"step": "data", "seconds": 1.0, "peak_rss_bytes": 3, "exit": 0}]
+    now = [{"step": "data", "seconds": 1.0, "peak_rss_bytes": 3, "exit": 0},
+           {"step": "sweep_batch", "seconds": 2.0, "peak_rss_bytes": 1, "exit": 0, "runs": {"finished before": 3}}]
     assert rehearse_study.with_earlier_starts(now, earlier) == [
-        {"step": "data", "seconds": 101.0, "peak_rss_bytes": 5, "exit": 0, "starts": 2}, earlier[1]]
+        {"step": "data", "seconds": 101.0, "peak_rss_bytes": 5, "exit": 0, "starts": 2},
+        {"step": "sweep_batch", "seconds": 82.0, "peak_rss_bytes": 7, "exit": 0, "starts": 2, "runs": {"trained": 3}},
+        earlier[2],
+    ]
 
 
 @pytest.mark.slow
