@@ -7,8 +7,10 @@ seeded model, under the name its real file has (`NAME.TAG.safetensors`).
 With them the study preset runs offline through the real loading path (`--weights-dir weights/`: the file found by
 its name, its keys and shapes checked, the classifier replaced for the 192 classes), which is what a rehearsal at
 the study's size needs. The numbers such a run reaches mean nothing: the weights are random, not ImageNet's. Each
-file is the model as `knifejax.create_model(NAME.TAG, seed=0)` builds it with its tag's class count (1000 for
-ImageNet tags, none for DINO's headless one), and a file already present is left as it is.
+file is the model as `knifejax.create_model(NAME.TAG, seed=1)` builds it with its tag's class count (1000 for
+ImageNet tags, none for DINO's headless one), and a file already present is left as it is. Seed 1, not 0: a run
+from scratch initialises with its own seed, 0 by default, and stand-ins equal to that would make the from-scratch
+and transfer rows of `transfer_modes` one run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from knifejax.output_paths import check_writable_folder
 from knifejax.train.flags import given_fields
 from knifejax.weights import save_timm_weights
 
-SEED = 0
+SEED = 1
 
 
 def study_models(experiments: tuple[str, ...], flags: list[str] = ()) -> list[str]:
