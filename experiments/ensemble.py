@@ -66,14 +66,14 @@ def _scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     return {"map@1": float(ranked["map@1"]), "map@5": float(ranked["map@5"])} | standard_errors(probabilities, labels)
 
 
-def ensemble_seed(member_runs: list[dict], out: Path, log) -> dict:
+def ensemble_seed(member_runs: list[dict], out: Path, log, progress: bool = True) -> dict:
     """Every member's and every ensemble's scores on the test images (the validation images without test data)."""
     # the final models (as compare_architectures' test column), loaded once: the ensembles share their features
     members = [load_member(run["run_dir"], "latest") for run in member_runs]
     split = "test" if members[0].config.test_data is not None else "val"
     rows, fits = {}, {}
     for name, how in methods(split == "test").items():
-        ensemble = build_ensemble(members, out=out / runner.slug(name), log=log, **how)
+        ensemble = build_ensemble(members, out=out / runner.slug(name), log=log, progress=progress, **how)
         outputs, labels, description = ensemble.member_outputs(split)
         if not rows:
             for run, member, (_, logits) in zip(member_runs, members, outputs):
@@ -162,7 +162,7 @@ def _ensemble(args: argparse.Namespace, out: Path, members_from: Path, members: 
     chosen = compare_architectures.ensemble_members(PRESETS[runner.preset_name(args)])
     for seed in range(args.seeds):
         runs = [r for r in members["runs"] if r["seed"] == seed and r["setting"] in chosen]
-        per_seed.append(ensemble_seed(runs, out / "ensembles" / f"seed{seed}", log))
+        per_seed.append(ensemble_seed(runs, out / "ensembles" / f"seed{seed}", log, progress=not args.no_progress))
     document = write_results(EXPERIMENT, argv, args, members, members_from, out, started, list(range(args.seeds)),
                              stacker=STUDY_STACKER.to_json(), per_seed=per_seed, rows=summarise(per_seed))
     table = write_table(document, out / "table.md")

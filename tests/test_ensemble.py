@@ -173,3 +173,15 @@ def test_cli_builds_and_evaluates_a_weighted_average(stacked, runs, tmp_path, ca
         expected = ranking_metrics(scores, labels)
         np.testing.assert_allclose(row, [expected["map@1"], expected["map@5"], expected["acc@5"]], atol=6e-5)
     assert (out / "ensemble.json").exists() and not (out / "stacker").exists()
+
+
+def test_the_members_data_is_prepared_without_progress_bars_when_asked(monkeypatch):
+    """`--no-progress` of the ensemble experiment reaches the members' data preparation (its bars filled the log)."""
+    from types import SimpleNamespace
+
+    from knifejax.ensemble import data as member_data
+
+    asked = []
+    monkeypatch.setattr(member_data, "prepare_data", lambda cfg, size, log, progress: asked.append(progress) or "data")
+    member = SimpleNamespace(config="cfg", size=32, prepared=None)
+    assert member_data.MemberData([member], progress=False).prepared(0) == "data" and asked == [False]

@@ -33,6 +33,7 @@ def build_ensemble(
     out: str | Path | None = None,
     batch_size: int = 32,
     log: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> Ensemble:
     """An ensemble of the trained runs `runs` (run directories, or members already loaded with `load_member`:
     ensembles sharing members share their computed features), saved to `out` when given.
@@ -43,6 +44,7 @@ def build_ensemble(
     stacker: the stacked head's hyper-parameters (default `StackerConfig()`).
     fit_on: the images the stacked head is fit on: "val" (default: held out from every member), "train"
         (the study's choice), or any labelled data `Ensemble.predict_proba` takes.
+    progress: progress bars while the members' data is checked and decoded.
     out: the ensemble directory: `ensemble.json`, the head's weights, and the feature cache (reused by a
         rebuild with the same members and data). None: nothing is written.
     """
@@ -55,7 +57,8 @@ def build_ensemble(
     if method != "stacked" and stacker is not None:
         raise EnsembleError("stacker settings apply only to method='stacked'")
     members = [run if isinstance(run, Member) else load_member(run, w) for run, w in zip(runs, whiches)]
-    ensemble = Ensemble(members, method, weights=weights, directory=out, batch_size=batch_size, log=log)
+    ensemble = Ensemble(members, method, weights=weights, directory=out, batch_size=batch_size, log=log,
+                        progress=progress)
     if method == "stacked":
         fit_stacked_head(ensemble, stacker or StackerConfig(), fit_on)
     if out is not None:

@@ -150,14 +150,14 @@ def _decode_checked(same: _Same, size: int, num_classes: int) -> Split:
 class MemberData:
     """Resolves `data` (module docstring) for `members`; each member keeps what its run prepared."""
 
-    def __init__(self, members: list[Member], log: Callable[[str], None] = print):
+    def __init__(self, members: list[Member], log: Callable[[str], None] = print, progress: bool = True):
         self.members = members
-        self.log = log
+        self.log, self.progress = log, progress
 
     def prepared(self, i: int) -> PreparedData:
         member = self.members[i]
         if member.prepared is None:
-            member.prepared = prepare_data(member.config, member.size, self.log)
+            member.prepared = prepare_data(member.config, member.size, self.log, progress=self.progress)
         return member.prepared
 
     def resolve(self, data: Any) -> Resolved:

@@ -62,6 +62,7 @@ class Ensemble:
         directory: str | Path | None = None,
         batch_size: int = 32,
         log: Callable[[str], None] = print,
+        progress: bool = True,
     ):
         if method not in METHODS:
             raise EnsembleError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -78,7 +79,7 @@ class Ensemble:
         self.fit_info = fit_info or {}
         self.batch_size = batch_size
         self.log = log
-        self.data = MemberData(self.members, log)
+        self.data = MemberData(self.members, log, progress)
         self.directory: Path | None = None
         self.cache = FeatureCache()
         self.use_directory(directory)
