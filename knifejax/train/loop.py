@@ -347,7 +347,7 @@ class _TooManyMembers(Exception):
 MEMBERS_SHARE = 0.45
 
 
-def _step_memory(step, state: TrainState, cfg: TrainConfig, size: int, mesh, *extra) -> int | None:
+def step_memory_bytes(step, state: TrainState, cfg: TrainConfig, size: int, mesh, *extra) -> int | None:
     """Compile `step` for a batch of `cfg` (the compiled program serves the training that follows) and return XLA's
     account of its memory per device: arguments, outputs not aliased to them, temporaries (None: the backend gives
     none)."""
@@ -362,7 +362,7 @@ def _step_memory(step, state: TrainState, cfg: TrainConfig, size: int, mesh, *ex
 
 def _check_members_fit(members_step, state: TrainState, active: jax.Array, cfg: TrainConfig, size: int, mesh) -> None:
     """Raise `_TooManyMembers` when the members' step takes more than `MEMBERS_SHARE` of each device's memory."""
-    needed = _step_memory(members_step, state, cfg, size, mesh, active)
+    needed = step_memory_bytes(members_step, state, cfg, size, mesh, active)
     if needed is None:  # a backend that gives no account: nothing to check against
         return
     budget = memory_budget(needed, MEMBERS_SHARE, mesh.local_devices)
@@ -377,7 +377,7 @@ class StepMemoryError(UserError, MemoryError):
 
 
 def _check_step_fits(train_step, state: TrainState, cfg: TrainConfig, size: int, mesh) -> None:
-    needed = _step_memory(train_step, state, cfg, size, mesh)
+    needed = step_memory_bytes(train_step, state, cfg, size, mesh)
     budget = memory_budget(needed or 0, 1.0, mesh.local_devices)
     if needed is not None and budget.limit is not None and not budget.fits:
         raise StepMemoryError(

@@ -1,0 +1,16 @@
+"""benchmarks.step_memory: the compiled train step's own account of its memory, which `fit` checks before the
+first step, grows with the batch and holds at least the parameters and Adam's two moments."""
+
+from benchmarks.step_memory import STUDY_MODELS, step_memory
+from knifejax import study
+
+
+def test_the_account_holds_the_state_and_grows_with_the_batch():
+    small, large = (step_memory("resnet18", 32, batch, "fp32", num_classes=10) for batch in (2, 16))
+    parameters = 11_181_642  # resnet18 with 10 classes
+    assert 3 * 4 * parameters < small < large  # parameters, Adam's two moments (fp32), and the step's temporaries
+
+
+def test_the_default_models_are_the_studys_eight_at_its_sizes():
+    assert [m for m, _ in STUDY_MODELS][:5] == [a.model for a in study.ARCHITECTURES]
+    assert dict(STUDY_MODELS)["vit_small_patch16_384.augreg_in21k_ft_in1k"] == 384 and len(STUDY_MODELS) == 8
