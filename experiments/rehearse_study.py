@@ -42,6 +42,7 @@ from experiments.stand_in_weights import study_models
 from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import CommandParser, ConfigError, UserError, reported_errors
 from knifejax.output_paths import check_writable_folder
+from knifejax.train.run import RunDir
 
 PRESET = "study"
 
@@ -113,7 +114,8 @@ def runs_of(folder: Path) -> dict:
     results = folder / "results.json"
     if not results.exists():
         return {}
-    return dict(Counter(run.get("status", "?") for run in json.loads(results.read_text()).get("runs", [])))
+    runs = json.loads(results.read_text()).get("runs", [])
+    return dict(Counter(run["status"] for run in runs if "status" in run))  # gradcam's runs are explained, not run
 
 
 def checkpoint_sizes(out: Path) -> list[dict]:
@@ -122,7 +124,7 @@ def checkpoint_sizes(out: Path) -> list[dict]:
     for config in sorted((out / "runs").glob("*/runs/*/seed*/config.json")):
         cfg = json.loads(config.read_text())
         checkpoints = config.parent / "checkpoints"
-        if checkpoints.exists():
+        if RunDir(config.parent).trained():  # a run refused before its first step has none to weigh
             sizes[(cfg["model"], cfg["optimizer"], cfg["image_size"])].append(folder_bytes(checkpoints))
     return [{"model": model, "optimizer": optimizer, "image_size": size, "runs": len(found),
              "checkpoint_bytes": int(statistics.median(found))}

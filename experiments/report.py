@@ -268,7 +268,8 @@ def epoch_reading(doc: dict, label: str, reading: study_results.Reading) -> str:
             f"MAP@5 {reading.map5:.3f} and training loss {reading.loss:g}; ")  # fmt: skip
     at_epoch = [r["history"][epoch - 1] for r in runs if len(r["history"]) >= epoch]
     if not at_epoch:
-        return head + f"here n/a: the run has {min((len(r['history']) for r in runs), default=0)} epochs."
+        epochs = min((len(r["history"]) for r in runs), default=0)
+        return head + f"here n/a: the run has {epochs} epoch{'' if epochs == 1 else 's'}."
     seeds = f" (mean of {len(at_epoch)} seeds)" if len(at_epoch) > 1 else ""
     return (head + f"here validation MAP@5 {statistics.mean(h['val_map@5'] for h in at_epoch):.3f} and training "
             f"loss {statistics.mean(h['train_loss'] for h in at_epoch):.4f}{seeds}.")  # fmt: skip
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> Path:
         "Written by `python -m experiments.report` from each experiment's results.json, table.md and figures "
         f"(under `{args.runs.as_posix()}`); the study's numbers are its own, on its real photos.", "",
         "How to read the findings: a difference counts only when it exceeds twice the standard error of the gap — "
-        "over seeds when there are several, otherwise over the test images (then seed-to-seed variation is not "
+        "over seeds when there are several, otherwise over the images scored (then seed-to-seed variation is not "
         "measured, and small-scale runs of a few minutes can still mislead).", "",
         *(f"Note: {d[0].upper()}{d[1:]}" for d in study_results.disagreements()), "",
     ]  # fmt: skip
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> Path:
                  "section says to how many steps); their numbers show that the code runs at this size, nothing about "
                  "the study's findings.", ""]
     if missing:
-        head += ["Not run yet (no results found): " + ", ".join(missing) + ".", ""]
+        head += ["Not run yet, or not finished (no table found): " + ", ".join(missing) + ".", ""]
     write_text_atomically(args.out, "\n".join(head + sections))
     print(f"wrote {args.out} ({len(sections)} experiments, {len(missing)} missing) and its figures in {images}")
     return args.out
