@@ -222,6 +222,7 @@ class FakeFit:
         run = RunDir(run_dir)
         run.start(cfg)
         run.write_classes([f"c{i}" for i in range(cfg.synthetic_classes)])
+        run.data_report.write_text(json.dumps({"train": {"items": 2 * cfg.batch_size, "skipped": 0, "problems": 0}}))
         for epoch in range(len(run.history()), cfg.epochs):
             if self.stop_at is not None and len(self.calls) == self.stop_at and epoch == 1:
                 run.latest.mkdir(parents=True, exist_ok=True)  # a checkpoint of epoch 1: the run resumes
