@@ -19,7 +19,7 @@ from knifejax.data import DataError, ImageFolderSource, SyntheticKnives
 from knifejax.inference import align_folder_labels
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
-from knifejax.train.loop import NonFiniteLossError, fit
+from knifejax.train.loop import DivergenceWarning, NonFiniteLossError, fit
 from knifejax.train.run import load_run
 
 TINY = [
@@ -119,7 +119,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
         optimizer="sgd", lr=1e6, schedule="constant", warmup_steps=1000, checkpoint_every=1,
         cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
-    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"), pytest.warns(DivergenceWarning):
         fit(cfg, tmp_path / "run", progress=False, log=lambda message: None)
     checkpoints = Checkpoints(tmp_path / "run" / "checkpoints" / "latest")
     last = checkpoints.latest_step()

@@ -23,7 +23,7 @@ from knifejax.memory import Budget
 from knifejax.train import loop
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
-from knifejax.train.loop import NonFiniteLossError, fit, fit_many
+from knifejax.train.loop import DivergenceWarning, NonFiniteLossError, fit, fit_many
 from knifejax.train.run import RunDir
 from knifejax.train.steps import init_state, make_members_train_step, make_train_step
 
@@ -119,7 +119,7 @@ def _untimed(lines):
 
 
 def _fit_group(folder, **kwargs):
-    with pytest.raises(NonFiniteLossError) as stopped:
+    with pytest.raises(NonFiniteLossError) as stopped, pytest.warns(DivergenceWarning, match="member2: the training"):
         fit_many(GROUP, [folder / f"member{i}" for i in range(len(GROUP))], progress=False, log=lambda m: None, **kwargs)
     return str(stopped.value)
 
@@ -181,7 +181,7 @@ def test_a_group_killed_between_two_members_saves_resumes_bitwise(group, tmp_pat
         save(self, step, trees, progress)
 
     monkeypatch.setattr(Checkpoints, "save", dies_between_two_members)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), pytest.warns(DivergenceWarning, match="member2: the training"):
         fit_many(GROUP, [tmp_path / f"member{i}" for i in range(3)], progress=False, log=lambda m: None)
     assert ("member0", 2) in saves
     monkeypatch.setattr(Checkpoints, "save", save)
