@@ -381,8 +381,8 @@ def _check_step_fits(train_step, state: TrainState, cfg: TrainConfig, size: int,
     budget = memory_budget(needed or 0, 1.0, mesh.local_devices)
     if needed is not None and budget.limit is not None and not budget.fits:
         raise StepMemoryError(
-            f"one train step of {cfg.model} at {size} px, batch {cfg.batch_size}, {cfg.precision} needs "
-            f"{budget.describe()} (XLA's account of the compiled step): lower --batch-size"
+            f"one train step of {cfg.model} at {size} px, batch {cfg.batch_size}, {cfg.precision} needs, by XLA's "
+            f"account of the compiled step, {budget.describe()}: lower --batch-size"
             f"{', train in bfloat16 (--precision bf16)' if cfg.precision != 'bf16' else ''}, or use a device with "
             "more memory"
         )
