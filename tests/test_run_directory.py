@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -181,7 +182,8 @@ main(["train", "--run", {str(run)!r}, "--model", "resnet18", "--synthetic-classe
     assert result.returncode == 2, result.stderr[-3000:]
     # the one line alone: Orbax's log of its threads' failed writes (some 230 lines) is held back
     said = result.stderr.splitlines()
-    assert len(said) == 1 and said[0].startswith("knifejax: error: cannot write checkpoint step 0 in"), said[:5]
+    # which of the run's checkpoints (latest or best) meets the limit first depends on how Orbax lays out its files
+    assert len(said) == 1 and re.match(r"knifejax: error: cannot write checkpoint step \d+ in", said[0]), said[:5]
     assert "File too large" in said[0]
     assert RunDir(run).config.exists()  # the run is there to resume once there is room
 
@@ -295,7 +297,9 @@ def test_holding_back_orbax_noise_changes_nothing_for_others():
     import sys
     from types import SimpleNamespace
 
-    from knifejax.train.checkpoint import _orbax_noise_held_back
+    import orbax.checkpoint as ocp
+
+    from knifejax.train.checkpoint import _ABANDONED_WRITES, _orbax_noise_held_back
 
     before, passed = sys.unraisablehook, []
     closed_loop, other = SimpleNamespace(exc_value=RuntimeError("Event loop is closed")), SimpleNamespace(exc_value=ValueError())
@@ -312,5 +316,13 @@ def test_holding_back_orbax_noise_changes_nothing_for_others():
         sys.unraisablehook(closed_loop)
         sys.unraisablehook(other)
         assert passed == [other, other]
+        # a write of the abandoned save failing later, in an Orbax thread: its logged error (and traceback) is
+        # dropped; any other record, Orbax's below ERROR included, still passes
+        absl, orbax_file = logging.getLogger("absl"), str(Path(ocp.__file__).parent / "_src" / "futures" / "future.py")
+        late = {"msg": "_SignalingThread.run() raised an exception", "levelno": logging.ERROR, "pathname": orbax_file}
+        assert not absl.filter(logging.makeLogRecord(late))
+        assert absl.filter(logging.makeLogRecord({**late, "levelno": logging.INFO}))
+        assert absl.filter(logging.makeLogRecord({**late, "pathname": __file__}))
     finally:
         sys.unraisablehook = before
+        logging.getLogger("absl").removeFilter(_ABANDONED_WRITES)

@@ -134,6 +134,19 @@ class _DropRecords(logging.Filter):
         return False
 
 
+class _AbandonedWriteRecords(logging.Filter):
+    """Drops the errors Orbax's worker threads log, with their tracebacks, when a write of a save given up on
+    fails later, after the save returned: records of level ERROR or above from Orbax's own files."""
+
+    ORBAX = str(Path(ocp.__file__).parent)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.pathname.startswith(self.ORBAX))
+
+
+_ABANDONED_WRITES = _AbandonedWriteRecords()
+
+
 def _is_closed_loop_report(report: Any) -> bool:
     return isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"
 
@@ -149,7 +162,9 @@ def _orbax_noise_held_back() -> Iterator[Callable[[], None]]:
     Orbax's event loop, which is closed by then: each prints a "RuntimeError: Event loop is closed" traceback
     as an unraisable exception, during the call and after it. Those reports, and only those (every other is
     passed on), are dropped during the call and, once `abandoned` was called, for the rest of the process,
-    since nothing else can tell when the abandoned writes are done.
+    since nothing else can tell when the abandoned writes are done. For the same reason, once `abandoned` was
+    called, the errors Orbax's threads log from then on (a write failing after the save returned) are dropped
+    too, and only those (`_AbandonedWriteRecords`).
     """
     logger = logging.getLogger("absl")
     drop = _DropRecords()
@@ -166,6 +181,8 @@ def _orbax_noise_held_back() -> Iterator[Callable[[], None]]:
         yield lambda: kept.append(True)
     finally:
         logger.removeFilter(drop)
+        if kept:
+            logger.addFilter(_ABANDONED_WRITES)  # once: the same filter object is not added twice
         if sys.unraisablehook is unraisable and not kept:
             sys.unraisablehook = previous
 
