@@ -134,17 +134,32 @@ class _DropRecords(logging.Filter):
         return False
 
 
-class _AbandonedWriteRecords(logging.Filter):
-    """Drops the errors Orbax's worker threads log, with their tracebacks, when a write of a save given up on
-    fails later, after the save returned: records of level ERROR or above from Orbax's own files."""
+ORBAX_FILES = str(Path(ocp.__file__).parent)
 
-    ORBAX = str(Path(ocp.__file__).parent)
+
+def _through_orbax(traceback: Any) -> bool:
+    """Whether a traceback passes through Orbax's own files."""
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename.startswith(ORBAX_FILES):
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+class _AbandonedWriteRecords(logging.Filter):
+    """Drops what a write of a save given up on reports when it fails later, after the save returned: records of
+    level ERROR or above logged from Orbax's files (its threads, through `absl`) or carrying an exception raised
+    through them (an asyncio task of its event loop, through `asyncio`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and record.pathname.startswith(self.ORBAX))
+        if record.levelno < logging.ERROR:
+            return True
+        raised = record.exc_info[2] if record.exc_info else None
+        return not (record.pathname.startswith(ORBAX_FILES) or _through_orbax(raised))
 
 
 _ABANDONED_WRITES = _AbandonedWriteRecords()
+_LOGGERS_OF_ABANDONED_WRITES = ("absl", "asyncio")
 
 
 def _is_closed_loop_report(report: Any) -> bool:
@@ -160,11 +175,12 @@ def _orbax_noise_held_back() -> Iterator[Callable[[], None]]:
     full disk): the records of `absl` are dropped for the duration of the call, and the logger is left as it
     was. The tensorstore writes still in flight when a save gives up complete later, at their own pace, onto
     Orbax's event loop, which is closed by then: each prints a "RuntimeError: Event loop is closed" traceback
-    as an unraisable exception, during the call and after it. Those reports, and only those (every other is
-    passed on), are dropped during the call and, once `abandoned` was called, for the rest of the process,
-    since nothing else can tell when the abandoned writes are done. For the same reason, once `abandoned` was
-    called, the errors Orbax's threads log from then on (a write failing after the save returned) are dropped
-    too, and only those (`_AbandonedWriteRecords`).
+    as an unraisable exception, during the call and after it. Those reports are dropped during the call. Once
+    `abandoned` was called, and for the rest of the process (nothing can tell when the abandoned writes are
+    done), so is whatever those writes report later, and only that: the closed-loop reports and any other whose
+    traceback passes through Orbax, and the errors logged from Orbax or about an exception raised through it, on
+    `absl` and `asyncio` (a write failing after the save returned: seen under load, 7 to 36 lines after the
+    error line).
     """
     logger = logging.getLogger("absl")
     drop = _DropRecords()
@@ -172,7 +188,7 @@ def _orbax_noise_held_back() -> Iterator[Callable[[], None]]:
     kept = []
 
     def unraisable(report: Any) -> None:
-        if not _is_closed_loop_report(report):
+        if not (_is_closed_loop_report(report) or (kept and _through_orbax(report.exc_traceback))):
             previous(report)
 
     logger.addFilter(drop)
@@ -182,7 +198,8 @@ def _orbax_noise_held_back() -> Iterator[Callable[[], None]]:
     finally:
         logger.removeFilter(drop)
         if kept:
-            logger.addFilter(_ABANDONED_WRITES)  # once: the same filter object is not added twice
+            for name in _LOGGERS_OF_ABANDONED_WRITES:  # the same filter object is not added twice
+                logging.getLogger(name).addFilter(_ABANDONED_WRITES)
         if sys.unraisablehook is unraisable and not kept:
             sys.unraisablehook = previous
 
