@@ -37,7 +37,7 @@ from pathlib import Path
 
 from experiments.make_study_data import STUDY_TEST_IMAGES, STUDY_TRAIN_IMAGES
 from experiments.report import ORDER
-from experiments.runner import default_out
+from experiments.runner import default_out, format_duration
 from experiments.stand_in_weights import study_models
 from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import CommandParser, ConfigError, UserError, reported_errors
@@ -70,7 +70,7 @@ def run_step(name: str, argv: list[str], log: Path) -> dict:
             raise
     process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
-    print(f"{name}: {'done' if process.returncode == 0 else 'failed'} in {_duration(seconds)}, peak memory "
+    print(f"{name}: {'done' if process.returncode == 0 else 'failed'} in {format_duration(seconds)}, peak memory "
           f"{_size(usage.ru_maxrss * 1024)}", flush=True)  # fmt: skip
     return {"step": name, "seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024, "exit": process.returncode}
 
@@ -144,10 +144,10 @@ def summary_page(record: dict) -> str:
         runs = ", ".join(f"{n} {status}" for status, n in step.get("runs", {}).items()) or "—"
         starts = f" ({step['starts']} starts)" if step.get("starts", 1) > 1 else ""
         failed = f", failed (exit {step['exit']})" if step["exit"] else ""
-        lines.append(f"| {step['step']}{starts}{failed} | {_duration(step['seconds'])} | {_size(step['peak_rss_bytes'])} "
+        lines.append(f"| {step['step']}{starts}{failed} | {format_duration(step['seconds'])} | {_size(step['peak_rss_bytes'])} "
                      f"| {runs} |")  # fmt: skip
     total = sum(step["seconds"] for step in record["steps"])
-    lines += [f"| all | {_duration(total)} | | |", "", "| model | optimizer | image size | runs | checkpoints of one run (latest and best) |",
+    lines += [f"| all | {format_duration(total)} | | |", "", "| model | optimizer | image size | runs | checkpoints of one run (latest and best) |",
               "|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {c['model']} | {c['optimizer']} | {c['image_size']} | {c['runs']} | {_size(c['checkpoint_bytes'])} |"
               for c in record["checkpoints"]]  # fmt: skip
@@ -227,12 +227,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
 def _size(size: int) -> str:

@@ -371,19 +371,13 @@ def _summary_line(result: dict) -> str:
     last = result["history"][-1]
     test = f", test MAP@5 {result['test']['map@5']:.3f}" if result["test"] else ""
     return (f"    train loss {last['train_loss']:.4f}, val MAP@5 {last['val_map@5']:.3f}{test}, "
-            f"{_duration(result['wall_seconds'])}")  # fmt: skip
+            f"{format_duration(result['wall_seconds'])}")  # fmt: skip
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
-
-
-def _kept_steps(path: Path) -> frozenset[int]:
-    """The checkpoint steps an interrupted run kept (none for a new run)."""
-    latest = RunDir(path).latest
-    return frozenset(int(p.name) for p in latest.iterdir() if p.name.isdigit()) if latest.is_dir() else frozenset()
 
 
 def side_by_side(runs: list[PlannedRun], vectorize: bool) -> list[list[int]]:
@@ -396,7 +390,7 @@ def side_by_side(runs: list[PlannedRun], vectorize: bool) -> list[list[int]]:
     for members in side_by_side_groups([run.config for run in runs]):
         parts: list[tuple[frozenset[int], list[int]]] = []  # (the steps every run of the part kept, its runs)
         for index in members:
-            steps = _kept_steps(runs[index].path)
+            steps = frozenset(RunDir(runs[index].path).kept_steps())
             for number, (common, part) in enumerate(parts):
                 if (common & steps) if steps else not common:  # new runs together; started ones sharing a step
                     parts[number] = (common & steps, [*part, index])
@@ -582,5 +576,5 @@ def run_parsed(experiment: Experiment, args: argparse.Namespace, argv: list[str]
     wall = time.perf_counter() - started
     document = results_document(experiment, preset, about, runs, results, argv, args.seeds, wall)
     written = write_outputs(experiment, document, out)
-    print(f"done in {_duration(document['wall_seconds'])}; wrote " + ", ".join(str(p) for p in written), flush=True)
+    print(f"done in {format_duration(document['wall_seconds'])}; wrote " + ", ".join(str(p) for p in written), flush=True)
     return document

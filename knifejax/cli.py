@@ -404,8 +404,9 @@ def _resume_hint(args: argparse.Namespace) -> str:
     """What Ctrl-C leaves: the newest complete checkpoint of the run, if the command trains one."""
     if args.command != "train":
         return ""
-    latest = Path(args.run) / "checkpoints" / "latest"
-    steps = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit()) if latest.is_dir() else []
+    from knifejax.train.run import RunDir
+
+    steps = RunDir(args.run).kept_steps()
     if not steps:
         return "no checkpoint was saved yet; the same command starts the run again"
     return f"the last checkpoint is step {steps[-1]}; the same command resumes from it"

@@ -378,8 +378,10 @@ class StepMemoryError(UserError, MemoryError):
 
 def _check_step_fits(train_step, state: TrainState, cfg: TrainConfig, size: int, mesh) -> None:
     needed = step_memory_bytes(train_step, state, cfg, size, mesh)
-    budget = memory_budget(needed or 0, 1.0, mesh.local_devices)
-    if needed is not None and budget.limit is not None and not budget.fits:
+    if needed is None:  # a backend that gives no account: nothing to check against
+        return
+    budget = memory_budget(needed, 1.0, mesh.local_devices)
+    if budget.limit is not None and not budget.fits:
         raise StepMemoryError(
             f"one train step of {cfg.model} at {size} px, batch {cfg.batch_size}, {cfg.precision} needs, by XLA's "
             f"account of the compiled step, {budget.describe()}: lower --batch-size"

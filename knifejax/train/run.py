@@ -74,11 +74,16 @@ class RunDir:
                 "again in a new --run directory"
             ) from error
 
+    def kept_steps(self, folder: Path | None = None) -> list[int]:
+        """The steps of the complete checkpoints in `folder` (default: `latest`), in order, read from the folder
+        names without opening them: Orbax names a finished checkpoint by its step, one being written otherwise."""
+        folder = self.latest if folder is None else folder
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
     def trained(self) -> bool:
         """Whether the run has anything to resume: a metrics line or a checkpoint."""
         logged = self.metrics.exists() and self.metrics.stat().st_size > 0
-        return logged or any(p.name.isdigit() for folder in (self.latest, self.best) if folder.is_dir()
-                             for p in folder.iterdir())  # fmt: skip
+        return logged or bool(self.kept_steps() or self.kept_steps(self.best))
 
     def check_config(self, cfg: TrainConfig) -> None:
         """Refuse `cfg` when the run already holds another configuration; writes nothing. A run that never trained
