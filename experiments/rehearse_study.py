@@ -163,7 +163,7 @@ def rehearse(out: Path, max_steps: int, images: int, test_images: int, max_side:
     check_writable_folder(out, "OUT")
     models = study_models(experiments, flags)  # also refuses a flag an experiment refuses, before anything runs
     logs, saved = out / "logs", out / "rehearsal.json"
-    earlier = json.loads(saved.read_text())["steps"] if saved.exists() else []
+    earlier = _earlier_steps(saved)
     data = ["experiments.make_study_data", str(out / "data"), "--images", str(images), "--test-images",
             str(test_images), "--workers", str(os.cpu_count() or 1), "--no-progress",
             *(["--max-side", str(max_side)] if max_side else [])]  # fmt: skip
@@ -223,6 +223,20 @@ def main(argv: list[str] | None = None) -> dict:
                           "python -m experiments.rehearse_study " + shlex.join(argv))  # fmt: skip
         print(f"wrote {args.out / 'rehearsal.md'} and the report {args.out / 'results.md'}")
         return record
+
+
+def _earlier_steps(saved: Path) -> list[dict]:
+    """The steps an earlier start of the rehearsal recorded (none for a first start)."""
+    if not saved.exists():
+        return []
+    try:
+        steps = json.loads(saved.read_text())["steps"]
+        if all({"step", "seconds", "peak_rss_bytes", "exit"} <= step.keys() for step in steps):
+            return steps
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    raise ConfigError(f"{saved} is not a record this command wrote (damaged or edited); delete it to measure from this "
+                      "start on, and run the same command again")
 
 
 def _memory_bytes() -> int:

@@ -70,6 +70,15 @@ def test_a_failing_experiment_is_named_at_the_end_after_the_others_and_the_repor
     assert "| sweep_lr, failed (exit 2) |" in (tmp_path / "out" / "rehearsal.md").read_text()
 
 
+def test_a_damaged_record_of_earlier_starts_is_one_line_before_anything_runs(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "rehearsal.json").write_text('{"steps": [{"step": "data"')
+    with pytest.raises(SystemExit) as stopped:
+        rehearse_study.main([str(tmp_path / "out"), "--only", "sweep_lr"])
+    assert stopped.value.code == 2 and not (tmp_path / "out" / "logs").exists()
+    assert "rehearsal.json is not a record this command wrote (damaged or edited); delete it" in capsys.readouterr().err
+
+
 def test_a_second_start_adds_its_time_to_each_step_and_keeps_the_steps_it_did_not_reach():
     earlier = [{"step": "data", "seconds": 100.0, "peak_rss_bytes": 5, "exit": 0},
                {"step": "sweep_batch", "seconds": 80.0, "peak_rss_bytes": 7, "exit": 0, "runs": {"trained": 3}},
