@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +41,8 @@ from experiments.report import ORDER
 from experiments.runner import default_out, format_duration
 from experiments.stand_in_weights import study_models
 from knifejax.atomic_write import write_text_atomically
-from knifejax.errors import CommandParser, ConfigError, UserError, reported_errors
+from knifejax.errors import INTERRUPTED_EXIT, CommandParser, ConfigError, UserError, reported_errors
+from knifejax.folder_lock import held
 from knifejax.output_paths import check_writable_folder
 from knifejax.train.run import RunDir
 
@@ -65,9 +67,8 @@ def run_step(name: str, argv: list[str], log: Path) -> dict:
         process = subprocess.Popen([sys.executable, "-m", *argv], stdout=output, stderr=subprocess.STDOUT)
         try:
             _, status, usage = os.wait4(process.pid, 0)
-        except KeyboardInterrupt:  # the step got the same Ctrl-C: let it save what it has
-            process.wait()
-            raise
+        except KeyboardInterrupt:  # the step got the same Ctrl-C: let it save what it has, and count its time
+            _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
     print(f"{name}: {'done' if process.returncode == 0 else 'failed'} in {format_duration(seconds)}, peak memory "
@@ -143,7 +144,8 @@ def summary_page(record: dict) -> str:
     for step in record["steps"]:
         runs = ", ".join(f"{n} {status}" for status, n in step.get("runs", {}).items()) or "—"
         starts = f" ({step['starts']} starts)" if step.get("starts", 1) > 1 else ""
-        failed = f", failed (exit {step['exit']})" if step["exit"] else ""
+        failed = (", interrupted" if step["exit"] in (INTERRUPTED_EXIT, -signal.SIGINT) else
+                  f", failed (exit {step['exit']})" if step["exit"] else "")  # fmt: skip
         lines.append(f"| {step['step']}{starts}{failed} | {format_duration(step['seconds'])} | {_size(step['peak_rss_bytes'])} "
                      f"| {runs} |")  # fmt: skip
     total = sum(step["seconds"] for step in record["steps"])
@@ -162,6 +164,12 @@ def rehearse(out: Path, max_steps: int, images: int, test_images: int, max_side:
         raise ConfigError(f"--max-steps must be at least 1, not {max_steps}")
     check_writable_folder(out, "OUT")
     models = study_models(experiments, flags)  # also refuses a flag an experiment refuses, before anything runs
+    with held(out, "rehearsed", "give another OUT"):  # two at once would write one log and the same runs
+        return _rehearse(out, max_steps, images, test_images, max_side, experiments, flags, command, models)
+
+
+def _rehearse(out: Path, max_steps: int, images: int, test_images: int, max_side: int | None,
+              experiments: tuple[str, ...], flags: list[str], command: str, models: list[str]) -> dict:  # fmt: skip
     logs, saved = out / "logs", out / "rehearsal.json"
     earlier = _earlier_steps(saved)
     data = ["experiments.make_study_data", str(out / "data"), "--images", str(images), "--test-images",
@@ -185,6 +193,8 @@ def rehearse(out: Path, max_steps: int, images: int, test_images: int, max_side:
         }  # fmt: skip
         write_text_atomically(saved, json.dumps(record, indent=1) + "\n")
         write_text_atomically(out / "rehearsal.md", summary_page(record))
+        if measured["exit"] in (INTERRUPTED_EXIT, -signal.SIGINT):  # Ctrl-C: recorded, and the rehearsal stops
+            raise KeyboardInterrupt
         if measured["exit"] != 0 and name in experiments:  # the others do not need it: they are rehearsed too
             failed.append(failure(name, measured, logs / f"{name}.log"))
         elif measured["exit"] != 0:  # no data or no weights: nothing after can run

@@ -4,6 +4,7 @@ report, which says the runs were cut short. The same command and path as the ful
 suite affords."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -77,6 +78,31 @@ def test_a_damaged_record_of_earlier_starts_is_one_line_before_anything_runs(tmp
         rehearse_study.main([str(tmp_path / "out"), "--only", "sweep_lr"])
     assert stopped.value.code == 2 and not (tmp_path / "out" / "logs").exists()
     assert "rehearsal.json is not a record this command wrote (damaged or edited); delete it" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_step_records_its_time_and_stops_saying_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    ran = []
+
+    def interrupted_step(name, argv, log):  # run_step returns what the step's process ended with: Ctrl-C's 130
+        ran.append(name)
+        return {"step": name, "seconds": 9.0, "peak_rss_bytes": 2**20, "exit": 130 if name == "sweep_lr" else 0}
+
+    monkeypatch.setattr(rehearse_study, "run_step", interrupted_step)
+    with pytest.raises(SystemExit) as stopped:
+        rehearse_study.main([str(tmp_path / "out"), "--only", "sweep_lr,sweep_batch"])
+    assert stopped.value.code == 130 and ran == ["data", "weights", "sweep_lr"]
+    assert capsys.readouterr().err == "knifejax: interrupted; the same command resumes\n"
+    assert "| sweep_lr, interrupted | 9 s |" in (tmp_path / "out" / "rehearsal.md").read_text()
+
+
+def test_a_second_rehearsal_in_the_same_folder_stops_at_once_naming_the_first(tmp_path, capsys):
+    from knifejax.folder_lock import held
+
+    out = tmp_path / "out"
+    with held(out, "rehearsed", "give another OUT"), pytest.raises(SystemExit) as stopped:
+        rehearse_study.main([str(out), "--only", "sweep_lr"])
+    assert stopped.value.code == 2 and not (out / "logs").exists()
+    assert f"{out} is being rehearsed by process {os.getpid()}" in capsys.readouterr().err
 
 
 def test_a_second_start_adds_its_time_to_each_step_and_keeps_the_steps_it_did_not_reach():

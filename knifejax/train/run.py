@@ -16,19 +16,16 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import socket
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from flax import nnx
 
 from knifejax.atomic_write import write_text_atomically
 from knifejax.errors import ConfigError, MissingError, UserError
+from knifejax.folder_lock import FolderInUseError, held
 from knifejax.models.weights_folder import weights_file
 from knifejax.models.registry import create_model, get_pretrained_cfg
 from knifejax.train.checkpoint import Checkpoints
@@ -43,7 +40,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESUMABLE_CHANGES = ("epochs", "workers", "data_placement", "cache_dir", "weights_dir")
 
 
-class RunInUseError(UserError, RuntimeError):
+class RunInUseError(FolderInUseError):
     """Another trainer holds the run directory."""
 
 
@@ -104,32 +101,9 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomically(self.config, json.dumps(cfg.to_json(), indent=2) + "\n")
 
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the run for one trainer: a second one stops at once, naming the holder.
-
-        An OS lock (`fcntl.flock` on `.lock`), which the kernel releases when the holder dies however it dies, so
-        a killed run never leaves the folder locked; the holder's PID and host are written in the file for the
-        message.
-        """
-        self.path.mkdir(parents=True, exist_ok=True)
-        file = (self.path / ".lock").open("a+")
-        try:
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                file.seek(0)
-                holder = file.read().strip() or "another process"
-                raise RunInUseError(
-                    f"{self.path} is being trained by {holder}; wait for it to finish, or stop it, or give another --run"
-                ) from None
-            file.seek(0)
-            file.truncate()
-            file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
-            file.flush()
-            yield
-        finally:
-            file.close()
+    def lock(self) -> AbstractContextManager[None]:
+        """Hold the run for one trainer: a second one stops at once, naming the holder (`knifejax.folder_lock`)."""
+        return held(self.path, "trained", "give another --run", RunInUseError)
 
     def write_classes(self, names: list[str]) -> None:
         write_text_atomically(self.classes, json.dumps(names, indent=1) + "\n")
