@@ -224,10 +224,10 @@ def main(argv: list[str] | None = None) -> dict:
     ours, flags = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     args = p.parse_args(ours)
     with reported_errors(debug=args.debug, on_interrupt=lambda: "the same command resumes"):
-        experiments = tuple(args.only.split(",")) if args.only else ORDER
+        experiments = ORDER if args.only is None else tuple(args.only.split(","))
         unknown = [name for name in experiments if name not in ORDER]
         if unknown:
-            raise ConfigError(f"--only: no experiment {', '.join(unknown)}; the experiments: {', '.join(ORDER)}")
+            raise ConfigError(f"--only: no experiment {', '.join(map(repr, unknown))}; the experiments: {', '.join(ORDER)}")
         record = rehearse(args.out, args.max_steps, args.images, args.test_images, args.max_side,
                           tuple(name for name in ORDER if name in experiments), flags,
                           "python -m experiments.rehearse_study " + shlex.join(argv))  # fmt: skip
