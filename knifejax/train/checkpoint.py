@@ -168,8 +168,9 @@ def _is_closed_loop_report(report: Any) -> bool:
 
 @contextlib.contextmanager
 def _orbax_noise_held_back() -> Iterator[Callable[[], None]]:
-    """Hold back what Orbax prints around a failed save, so that the error the save raises is the one line the
-    user sees; yields `abandoned`, to call when the save failed.
+    """Hold back what Orbax prints around a failed save or restore, so that the error it raises is the one line the
+    user sees; yields `abandoned`, to call when the save or restore failed (a restore of a damaged checkpoint gives up
+    on reads still in flight, which report on the closed event loop as a save's abandoned writes do).
 
     Orbax logs every failed write of its worker threads with a traceback through `absl` (about 230 lines on a
     full disk): the records of `absl` are dropped for the duration of the call, and the logger is left as it
@@ -336,14 +337,18 @@ class Checkpoints:
         return trees, dict(restored[PROGRESS])
 
     def _read(self, step: int, items: dict[str, Any]) -> dict:
-        """Orbax's restore of `items`; a folder it cannot read (truncated metadata, a missing file) is one line."""
-        try:
-            return self.manager.restore(step, args=ocp.args.Composite(**items))
-        except (OSError, ValueError, KeyError) as error:  # tensorstore's errors are ValueErrors, JSON's too
-            first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-            raise CheckpointDamagedError(
-                f"{self.directory / str(step)} is damaged: Orbax cannot read it ({first[:300]})"
-            ) from error
+        """Orbax's restore of `items`; a folder it cannot read (truncated metadata, a missing file) is one line, and
+        what the reads it gave up on report later is held back as for a failed save."""
+        with _orbax_noise_held_back() as abandoned:
+            try:
+                return self.manager.restore(step, args=ocp.args.Composite(**items))
+            except (OSError, ValueError, KeyError) as error:  # tensorstore's errors are ValueErrors, JSON's too
+                abandoned()
+                failure = error
+        first = next((line for line in str(failure).splitlines() if line.strip()), type(failure).__name__)
+        raise CheckpointDamagedError(
+            f"{self.directory / str(step)} is damaged: Orbax cannot read it ({first[:300]})"
+        ) from failure
 
     def discard_after(self, step: int) -> None:
         """Delete the checkpoints newer than `step` (damaged ones a resumed run is about to write again)."""
