@@ -1,4 +1,4 @@
-"""Data parallelism over 4 forced CPU devices gives one device's loss, gradients and parameters (1e-5), and the
+"""Data parallelism over 4 forced CPU devices gives one device's losses, parameters and statistics (1e-5), and the
 images placed on the 4 devices give the host pipeline's batches and parameters, bit for bit."""
 
 import os
