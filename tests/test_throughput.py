@@ -1,7 +1,9 @@
-"""benchmarks.throughput end to end at a tiny size (knifejax against torch eager), and its docs table."""
+"""benchmarks.throughput end to end at a tiny size (knifejax against torch eager), and its docs table (written in this
+process: `--table-only` and a refused model start no JAX)."""
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,8 +57,7 @@ def test_table_only_rewrites_between_markers(result, tmp_path):
     docs = tmp_path / "performance.md"
     before, after = "# Log\n\nIntro.\n\n", "\n\n## Older entry\n\nkept as it was.\n"
     docs.write_text(f"{before}{throughput.BEGIN}\nstale table\n{throughput.END}{after}")
-    proc = bench("--table-only", "--json-dir", str(tmp_path), "--docs", str(docs))
-    assert proc.returncode == 0, proc.stderr
+    throughput.main(["--table-only", "--json-dir", str(tmp_path), "--docs", str(docs)])
     text = docs.read_text()
     assert text.startswith(before + throughput.BEGIN) and text.endswith(throughput.END + after)
     block = text[len(before) + len(throughput.BEGIN) : -len(throughput.END + after)]
@@ -64,7 +65,7 @@ def test_table_only_rewrites_between_markers(result, tmp_path):
     assert f"| {result['gpu'] or 'CPU'} | `resnet18` | train | fp32 |" in block
     assert f"{result['ratio']:.2f}×" in block and result["versions"]["jax"] in block
     # regenerating is idempotent
-    assert bench("--table-only", "--json-dir", str(tmp_path), "--docs", str(docs)).returncode == 0
+    throughput.main(["--table-only", "--json-dir", str(tmp_path), "--docs", str(docs)])
     assert docs.read_text() == text
 
 
@@ -80,15 +81,14 @@ def test_table_only_reports_missing_markers(result, tmp_path):
     (tmp_path / "tiny.json").write_text(json.dumps(result))
     docs = tmp_path / "performance.md"
     docs.write_text("# Log without markers\n")
-    proc = bench("--table-only", "--json-dir", str(tmp_path), "--docs", str(docs))
-    assert proc.returncode != 0 and "throughput-table:begin" in proc.stderr
+    with pytest.raises(SystemExit, match=f"^{re.escape(str(docs))}: .*throughput-table:begin"):
+        throughput.main(["--table-only", "--json-dir", str(tmp_path), "--docs", str(docs)])
     assert docs.read_text() == "# Log without markers\n"
 
 
 def test_unknown_model_lists_the_known_names():
-    proc = bench("--model", "resnet19", "--frameworks", "knifejax", timeout=60)
-    assert proc.returncode != 0
-    assert "unknown model 'resnet19'" in proc.stderr and "resnet18" in proc.stderr
+    with pytest.raises(SystemExit, match="unknown model 'resnet19'; knifejax has: .*resnet18"):
+        throughput.main(["--model", "resnet19", "--frameworks", "knifejax"])
 
 
 def test_failed_framework_is_reported_not_raised(tmp_path):
