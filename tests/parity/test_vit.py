@@ -20,6 +20,7 @@ from tests.reference import nchw, reference_pair
 from knifejax.train.optim import tree_path_name
 from knifejax.train.transfer import frozen_prefixes, trainable_mask
 from knifejax.weights import timm_state_dict
+from tests.jitted import forward
 from tests.parity.comparison import relative_error
 
 TOLERANCE = 1e-4
@@ -101,7 +102,7 @@ def test_checkpoint_for_another_size_loads_as_timm_resizes_it(timm, tmp_path, na
     x = np.random.default_rng(0).standard_normal((1, h, w, 3), dtype=np.float32)
     with torch.no_grad():
         t_logits = reference(nchw(x)).numpy()
-    assert relative_error(model(x), t_logits) <= TOLERANCE
+    assert relative_error(forward(model, x), t_logits) <= TOLERANCE
 
 
 @pytest.mark.slow
@@ -195,7 +196,7 @@ def test_without_classifier_returns_pooled_features_and_wrong_size_is_refused(ti
     x = np.random.default_rng(0).standard_normal((2, 32, 32, 3), dtype=np.float32)
     with torch.no_grad():
         expected = reference(nchw(x)).numpy()
-    out = model(x)
+    out = forward(model, x)
     assert out.shape == (2, 192)
     assert relative_error(out, expected) <= TOLERANCE
     with pytest.raises(ValueError, match=r"input of 48x32 px .* does not match this ViT's img_size 32x32"):
@@ -214,14 +215,14 @@ def test_stochastic_depth_is_timm_s_schedule_random_in_training_and_off_in_eval(
 
     x = np.random.default_rng(0).standard_normal((8, 32, 32, 3), dtype=np.float32)
     model.train()
-    a, b = model(x), model(x)
+    a, b = forward(model, x), forward(model, x)
     assert not np.allclose(a, b)
     model.eval()
     reference.eval()
     with torch.no_grad():
         expected = reference(nchw(x)).numpy()
-    first = model(x)
-    assert np.array_equal(first, model(x))
+    first = forward(model, x)
+    assert np.array_equal(first, forward(model, x))
     assert relative_error(first, expected) <= TOLERANCE
 
 
