@@ -1,11 +1,10 @@
 """The experiment scripts end to end at the smoke preset, the runner's skip/resume/reuse, and the study preset's
 configurations.
 
-To stay within seconds the real runs train a tiny test-only CNN (`--model tiny_test_cnn`, registered here for
-this module only) instead of the smoke preset's ResNet-18: its train step compiles in a fraction of a second,
-and each learning rate is a constant inside the step, so every setting compiles its own. The scripts that
-compare architectures get the tiny CNN under each architecture's name (`tiny_architectures`). Everything else
-is the smoke preset as a user runs it.
+To stay within seconds the real runs train the test-only CNN of `tests.tiny_model` (`--model tiny_test_cnn`,
+registered for this module only) instead of the smoke preset's ResNet-18. The scripts that compare architectures
+get the tiny CNN under each architecture's name (`tiny_architectures`). Everything else is the smoke preset as a
+user runs it.
 """
 
 from __future__ import annotations
@@ -26,59 +25,18 @@ from experiments.presets import format_lr
 from knifejax import study
 from knifejax.errors import ConfigError
 from knifejax.models import registry
-from knifejax.models.layers import BatchNorm2d
 from knifejax.train.config import TrainConfig
 from knifejax.io import read_state_dict
 from knifejax.train.run import RunDir, load_run
 from knifejax.weights import timm_slots
 from tests.cli_errors import refused
+from tests.tiny_model import TINY, TinyCNN, registered, tiny
 
 pytestmark = pytest.mark.slow  # every experiment script trains at the smoke preset
 
-TINY = "tiny_test_cnn"
-
-
-class TinyCNN(nnx.Module):
-    """conv 3x3 -> BatchNorm -> ReLU -> three conv 3x3 + ReLU -> global mean -> linear: enough for fit's every
-    path, four stages to freeze, features for the ensembles and a last spatial map for Grad-CAM."""
-
-    grad_cam_layer = "convs.2"
-
-    def __init__(self, *, num_classes: int, pretrained_cfg: dict, rngs: nnx.Rngs, **unused):
-        self.pretrained_cfg = pretrained_cfg
-        self.conv = nnx.Conv(3, 8, (3, 3), strides=2, rngs=rngs)
-        self.bn = BatchNorm2d(8)  # knifejax's: a frozen stage puts it in eval mode
-        self.convs = nnx.List([nnx.Conv(8, 8, (3, 3), rngs=rngs) for _ in range(3)])
-        self.fc = nnx.Linear(8, num_classes, rngs=rngs)
-        self.head_hidden_size = 8
-
-    def stages(self) -> list[tuple[str, ...]]:
-        return [("conv", "bn"), ("convs.0",), ("convs.1",), ("convs.2",)]
-
-    def forward_features(self, x: jax.Array) -> jax.Array:
-        x = jax.nn.relu(self.bn(self.conv(x)))
-        for conv in self.convs:
-            x = jax.nn.relu(conv(x))
-        return x
-
-    def forward_head(self, x: jax.Array, pre_logits: bool = False) -> jax.Array:
-        x = x.mean(axis=(1, 2))
-        return x if pre_logits else self.fc(x)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.forward_head(self.forward_features(x))
-
-
-def tiny(**kwargs) -> TinyCNN:
-    return TinyCNN(**kwargs)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-    cfg = {"tags": {"test": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "num_classes": 4}}}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(registry._BUILDERS, TINY, tiny)
-        mp.setitem(registry._all_pretrained_cfgs(), TINY, cfg)
+    with registered():
         yield
 
 
@@ -89,9 +47,7 @@ def tiny_architectures():
     train in their own tests."""
     names = {kw["model"].split(".")[0] for module in (compare_architectures, compare_vit)
              for preset in ("smoke", "study") for kw in module.EXPERIMENT.settings(runner.PRESETS[preset]).values()}  # fmt: skip
-    with pytest.MonkeyPatch.context() as mp:
-        for name in names:
-            mp.setitem(registry._BUILDERS, name, tiny)
+    with registered(*names):
         yield names
 
 

@@ -21,15 +21,20 @@ from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.loop import DivergenceWarning, NonFiniteLossError, fit
 from knifejax.train.run import RunDir, load_run
+from tests.tiny_model import TINY, registered
 
-TINY = [
-    "--model", "resnet18", "--synthetic-classes", "4", "--synthetic-per-class", "10", "--image-size", "32",
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL_RUN = [
+    "--model", TINY, "--synthetic-classes", "4", "--synthetic-per-class", "10", "--image-size", "32",
     "--batch-size", "4", "--epochs", "2", "--lr", "1e-3", "--no-progress",
 ]  # fmt: skip
 
 
 def _train_command(run: Path, cache: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "knifejax", "train", "--run", str(run), "--cache-dir", str(cache), *TINY, *extra]
+    """`python -m knifejax train` with the tiny CNN registered, in the project's root (where `tests` imports)."""
+    return [sys.executable, "-m", "tests.tiny_model", "train", "--run", str(run), "--cache-dir", str(cache), *SMALL_RUN,
+            *extra]  # fmt: skip
 
 
 def _model_leaves(run: Path, which: str = "latest") -> list[np.ndarray]:
@@ -40,6 +45,12 @@ def _model_leaves(run: Path, which: str = "latest") -> list[np.ndarray]:
     return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x) for x in leaves]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model():
+    with registered():
+        yield
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A tiny uninterrupted run, trained in a child process (clean JAX configuration), fed by the host pipeline and
@@ -47,7 +58,7 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     run = root / "reference"
     command = _train_command(run, root / "cache", "--data-placement", "host")
-    subprocess.run(command, check=True, timeout=300)
+    subprocess.run(command, check=True, timeout=300, cwd=ROOT)
     return run
 
 
@@ -65,7 +76,7 @@ def test_sigkill_and_resume_on_the_device_ends_bitwise_equal_to_the_host_run(fin
     run's parameters, bit for bit."""
     run = tmp_path / "killed"
     command = _train_command(run, finished_run.parent / "cache", "--checkpoint-every", "2", "--data-placement", "device")
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and child.poll() is None:
         # A step's folder takes its number only when Orbax renames it, finished, from `N.orbax-checkpoint-tmp`.
@@ -81,7 +92,7 @@ def test_sigkill_and_resume_on_the_device_ends_bitwise_equal_to_the_host_run(fin
     newest, before = RunDir(run).kept_steps()[::-1][:2]
     _flip_a_bit_of_the_parameters(latest / str(newest))
 
-    said = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True).stdout.splitlines()
+    said = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
     damage = [line for line in said if " is damaged: " in line]
     assert len(damage) == 1 and damage[0].startswith(f"warning: {latest / str(newest)} is damaged: "), said
     assert damage[0].endswith(f"; falling back to step {before}")
@@ -99,10 +110,10 @@ def test_sigkill_and_resume_on_the_device_ends_bitwise_equal_to_the_host_run(fin
 @pytest.mark.slow
 def test_load_run_gives_the_trained_model_config_and_classes(finished_run):
     model, cfg, names = load_run(finished_run)
-    assert cfg.model == "resnet18" and cfg.epochs == 2
+    assert cfg.model == TINY and cfg.epochs == 2
     assert names == SyntheticKnives(4).class_names
-    assert model.fc.weight.shape == (512, 4)
-    assert model.bn1.use_running_average  # eval mode
+    assert model.fc.kernel.shape == (8, 4)
+    assert model.bn.use_running_average  # eval mode
     assert (finished_run / "curves.png").stat().st_size > 10_000
 
 
@@ -114,10 +125,10 @@ def test_a_changed_recipe_is_refused_not_mixed_into_the_run(finished_run):
 
 @pytest.mark.slow
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    # SGD at lr 1e6 reached through warmup: step 0 has lr 0 (a finite checkpoint), then the loss explodes.
+    # SGD at lr 1e30 reached through warmup: step 0 has lr 0 (a finite checkpoint), then the loss explodes.
     cfg = TrainConfig(
-        model="resnet18", synthetic_classes=4, synthetic_per_class=10, image_size=32, batch_size=4, epochs=1,
-        optimizer="sgd", lr=1e6, schedule="constant", warmup_steps=1000, checkpoint_every=1,
+        model=TINY, synthetic_classes=4, synthetic_per_class=10, image_size=32, batch_size=4, epochs=1,
+        optimizer="sgd", lr=1e30, schedule="constant", warmup_steps=1000, checkpoint_every=1,
         cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"), pytest.warns(DivergenceWarning):

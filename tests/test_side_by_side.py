@@ -25,21 +25,28 @@ from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.loop import DivergenceWarning, NonFiniteLossError, fit, fit_many
 from knifejax.train.run import RunDir
+from knifejax.models.layers import BatchNorm2d, Conv2d, Linear
 from knifejax.train.steps import init_state, make_members_train_step, make_train_step
+from tests.tiny_model import TINY, registered
 
 RTOL, ATOL = 1e-5, 1e-6
 
 
 class _Tiny(nnx.Module):
-    """A convolution, BatchNorm and a linear head: every kind of state a member carries."""
+    """knifejax's own layers, each of the CPU paths a vmap over members carries: a 3x3 convolution (XLA's), BatchNorm
+    (its one-pass backward), a depthwise convolution (shifted slice-sums, `knifejax.ops.depthwise`), a 1x1 one
+    (a matrix product over patches) and a linear head."""
 
     def __init__(self, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(3, 4, (3, 3), use_bias=False, rngs=rngs)
-        self.bn = nnx.BatchNorm(4, rngs=rngs)
-        self.head = nnx.Linear(4, 5, rngs=rngs)
+        self.conv = Conv2d(3, 4, 3, rngs=rngs)
+        self.bn = BatchNorm2d(4, act="relu")
+        self.depthwise = Conv2d(4, 4, 3, groups=4, rngs=rngs)
+        self.pointwise = Conv2d(4, 4, 1, rngs=rngs)
+        self.head = Linear(4, 5, rngs=rngs)
 
     def __call__(self, x):
-        return self.head(jax.nn.relu(self.bn(self.conv(x))).mean(axis=(1, 2)))
+        x = self.bn(self.conv(x))
+        return self.head(jax.nn.relu(self.pointwise(self.depthwise(x))).mean(axis=(1, 2)))
 
 
 def _batches(steps=4, n=6, size=8, classes=5):
@@ -106,9 +113,9 @@ def test_an_inactive_member_keeps_its_state_exactly():
     assert int(states.step[0]) == 2 and int(states.step[1]) == 0
 
 
-# Three SGD runs of a small ResNet-18 on synthetic knives, one epoch of three steps, a checkpoint after each: two
-# that train (the one program of runs alone serves both), one whose rate makes its loss explode.
-_BASE = dict(model="resnet18", data="synthetic", val_data="synthetic", test_data="synthetic", synthetic_classes=4,
+# Three SGD runs of the tiny CNN on synthetic knives, one epoch of three steps, a checkpoint after each: two that
+# train (the one program of runs alone serves both), one whose rate makes its loss explode.
+_BASE = dict(model=TINY, data="synthetic", val_data="synthetic", test_data="synthetic", synthetic_classes=4,
              synthetic_per_class=6, image_size=32, epochs=1, batch_size=8, optimizer="sgd", checkpoint_every=1)
 GROUP = [TrainConfig(**_BASE, lr=0.05, schedule="cosine"), TrainConfig(**_BASE, lr=0.02), TrainConfig(**_BASE, lr=1e6)]
 TIMING = ("train_seconds", "eval_seconds", "images_per_s")
@@ -122,6 +129,12 @@ def _fit_group(folder, **kwargs):
     with pytest.raises(NonFiniteLossError) as stopped, pytest.warns(DivergenceWarning, match="member2: the training"):
         fit_many(GROUP, [folder / f"member{i}" for i in range(len(GROUP))], progress=False, log=lambda m: None, **kwargs)
     return str(stopped.value)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model():
+    with registered():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from knifejax.train.sharding import data_mesh
 from knifejax.errors import UserError, reported_errors
 from knifejax.train.loop import DivergenceWarning, DivergenceWatch
 from knifejax.train.run import RunDir
+from tests.tiny_model import TINY, registered
 from tests.cli_errors import refused
 
 TRAIN = ["train", "--model", "resnet18", "--epochs", "1", "--image-size", "32", "--no-progress"]
@@ -79,15 +80,16 @@ def test_a_train_step_larger_than_the_memory_is_one_line_before_the_first_step(t
     middle of the first step. The compiled step's own account of its memory is checked first."""
     from knifejax import memory
 
-    monkeypatch.setattr(memory, "available_ram", lambda: 2**20)  # a machine with 1 MiB free
+    monkeypatch.setattr(memory, "available_ram", lambda: 2**10)  # a machine with 1 KiB free
     run = tmp_path / "run"
-    _fails(capsys, [*TRAIN, "--run", str(run), "--synthetic-classes", "4", "--synthetic-per-class", "4",
-                    "--batch-size", "4", "--cache-dir", str(tmp_path / "cache")],
-           "one train step of resnet18 at 32 px, batch 4, fp32 needs", "over 100% of 0.00 GiB",
-           "lower --batch-size, train in bfloat16 (--precision bf16), or use a device with more memory")  # fmt: skip
-    monkeypatch.undo()  # the same command with what the message advises trains
-    cli_main([*TRAIN, "--run", str(run), "--synthetic-classes", "4", "--synthetic-per-class", "4", "--batch-size", "2",
-              "--cache-dir", str(tmp_path / "cache"), "--max-steps", "1"])  # fmt: skip
+    command = [*TRAIN, "--model", TINY, "--run", str(run), "--synthetic-classes", "4", "--synthetic-per-class", "4",
+               "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    with registered():
+        _fails(capsys, [*command, "--batch-size", "4"],
+               f"one train step of {TINY} at 32 px, batch 4, fp32 needs", "over 100% of 0.00 GiB",
+               "lower --batch-size, train in bfloat16 (--precision bf16), or use a device with more memory")  # fmt: skip
+        monkeypatch.undo()  # the same command with what the message advises trains
+        cli_main([*command, "--batch-size", "2", "--max-steps", "1"])
     assert [line["step"] for line in RunDir(run).history()] == [1]
 
 
