@@ -31,6 +31,8 @@ def lax_conv(x, kernel, stride, dilation, padding):
         (4, 3, 2, 1, ((1, 1), (1, 1))),  # its stride-2 entry
         (2, 3, 1, 2, ((2, 2), (2, 2))),  # SKResNet's dilated path
         (3, 5, 2, 1, "SAME"),  # tf_* models: asymmetric SAME padding
+        (9, 4, 4, 1, ((0, 0), (0, 0))),  # patches that tile the input, the remainder dropped: a ViT's patch embedding
+        (7, 4, 4, 1, "SAME"),  # ... with padding
     ],
 )
 def test_equals_xla_convolution_and_its_gradients(size, kernel, stride, dilation, padding):

@@ -11,7 +11,9 @@ maps of a few pixels.
 
 Gathering the k² shifted, strided slices of the padded input and multiplying by the kernel reshaped to
 (k²·C_in, C_out) is exact (the same products and sums, in another order); its autodiff (slices, a
-concatenation, a product) is as cheap. For larger maps and kernels XLA's convolution wins (the patches are k²
+concatenation, a product) is as cheap. Patches that tile the input (stride = kernel: a ViT's patch embedding on a
+grid of a few patches) are the input cut into blocks, a reshape: as k² slices, a 32×32 patch made 1,024 of them,
+and XLA took 10-17 s to compile ViT-S/32's forward at 70×41 px, 0.8 s at 384 px. For larger maps and kernels XLA's convolution wins (the patches are k²
 copies of the input), so `Conv2d` uses this form only in these two cases, and only on CPU.
 """
 
@@ -39,11 +41,16 @@ def patches_conv(x: Array, kernel: Array, stride: int, dilation: int, padding) -
     xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     ho = (xp.shape[1] - span) // stride + 1
     wo = (xp.shape[2] - span) // stride + 1
-    columns = [
-        xp[:, i * dilation : i * dilation + stride * (ho - 1) + 1 : stride,
-           j * dilation : j * dilation + stride * (wo - 1) + 1 : stride, :]
-        for i in range(k)
-        for j in range(k)
-    ]  # fmt: skip
-    patches = jnp.concatenate(columns, axis=-1)  # (N, ho, wo, k·k·C_in), ordered as the HWIO kernel's rows
+    if stride == span:  # patches side by side (a ViT's patch embedding): the input cut into blocks, not k² slices
+        blocks = xp[:, : ho * k, : wo * k, :].reshape(xp.shape[0], ho, k, wo, k, c_in)
+        patches = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(xp.shape[0], ho, wo, k * k * c_in)
+    else:
+        columns = [
+            xp[:, i * dilation : i * dilation + stride * (ho - 1) + 1 : stride,
+               j * dilation : j * dilation + stride * (wo - 1) + 1 : stride, :]
+            for i in range(k)
+            for j in range(k)
+        ]  # fmt: skip
+        patches = jnp.concatenate(columns, axis=-1)
+    # patches: (N, ho, wo, k·k·C_in), ordered as the HWIO kernel's rows
     return patches @ kernel.reshape(k * k * c_in, c_out)
