@@ -13,8 +13,9 @@ Gathering the k² shifted, strided slices of the padded input and multiplying by
 (k²·C_in, C_out) is exact (the same products and sums, in another order); its autodiff (slices, a
 concatenation, a product) is as cheap. Patches that tile the input (stride = kernel: a ViT's patch embedding on a
 grid of a few patches) are the input cut into blocks, a reshape: as k² slices, a 32×32 patch made 1,024 of them,
-and XLA took 10-17 s to compile ViT-S/32's forward at 70×41 px, 0.8 s at 384 px. For larger maps and kernels XLA's convolution wins (the patches are k²
-copies of the input), so `Conv2d` uses this form only in these two cases, and only on CPU.
+and XLA took 10-17 s to compile ViT-S/32's forward at 70×41 px, 0.8 s at 384 px. For larger maps and kernels
+XLA's convolution wins (the patches are k² copies of the input), so `Conv2d` uses this form only in these two
+cases, and only on CPU.
 """
 
 from __future__ import annotations
