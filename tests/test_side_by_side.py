@@ -20,12 +20,12 @@ from flax import nnx
 
 import knifejax as kj
 from knifejax.memory import Budget
+from knifejax.models.layers import BatchNorm2d, Conv2d, Linear
 from knifejax.train import loop
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.loop import DivergenceWarning, NonFiniteLossError, fit, fit_many
 from knifejax.train.run import RunDir
-from knifejax.models.layers import BatchNorm2d, Conv2d, Linear
 from knifejax.train.steps import init_state, make_members_train_step, make_train_step
 from tests.tiny_model import TINY, registered
 
