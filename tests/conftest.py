@@ -41,6 +41,15 @@ def timm():
     return timm
 
 
+@pytest.fixture(scope="module")
+def tiny_model():
+    """The test-only CNN registered for a module (`tests.tiny_model`): `pytest.mark.usefixtures("tiny_model")`."""
+    from tests.tiny_model import registered
+
+    with registered():
+        yield
+
+
 def pytest_collection_modifyitems(items):
     """The files holding slow tests first: the two workers take whole files in this order, so the long files start
     early and the short ones fill in at the end, rather than one worker running a long file while the other idles."""

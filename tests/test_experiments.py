@@ -30,15 +30,10 @@ from knifejax.io import read_state_dict
 from knifejax.train.run import RunDir, load_run
 from knifejax.weights import timm_slots
 from tests.cli_errors import refused
-from tests.tiny_model import TINY, TinyCNN, registered, tiny
+from tests.tiny_model import TINY, TinyCNN, registered
 
-pytestmark = pytest.mark.slow  # every experiment script trains at the smoke preset
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_model():
-    with registered():
-        yield
-
+# Every experiment script trains at the smoke preset, on the tiny CNN.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tiny_model")]
 
 @pytest.fixture(scope="module")
 def tiny_architectures():
@@ -417,7 +412,7 @@ def test_compare_architectures_study_preset_names_the_studys_weights():
 
 def test_compare_vit_smoke_builds_each_vit_for_its_input_size(root, tiny_architectures, monkeypatch):
     built = []
-    monkeypatch.setitem(registry._BUILDERS, "vit_small_patch8_224", lambda **kw: built.append(kw) or tiny(**kw))
+    monkeypatch.setitem(registry._BUILDERS, "vit_small_patch8_224", lambda **kw: built.append(kw) or TinyCNN(**kw))
     document = compare_vit.main(["--out", str(root / "compare_vit-smoke"), *smoke_files(root)])
     labels = list(compare_vit.settings(runner.PRESETS["smoke"]))
     check_outputs(document, root / "compare_vit-smoke", labels, ["fig7_vit.png"])

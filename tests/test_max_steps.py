@@ -17,7 +17,9 @@ from knifejax.train.config import TrainConfig
 from knifejax.train.loop import fit
 from knifejax.train.optim import hyperparameters, scheduled_rate
 from knifejax.train.run import RunDir
-from tests.tiny_model import TINY, registered
+from tests.tiny_model import TINY
+
+pytestmark = pytest.mark.usefixtures("tiny_model")
 
 # 4 classes x 8 images, batch 4: 8 steps an epoch, 24 in the 3 epochs the schedule spans; the bound, 11, cuts the
 # second epoch after 3 of its steps, and the checkpoint every 2 steps leaves one at step 10, just before the end.
@@ -36,12 +38,6 @@ def _leaves(run, which="latest"):
     model, _, _ = kj.load_run(run, which)
     return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
             for x in jax.tree.leaves(nnx.state(model))]  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_model():
-    with registered():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,9 @@ from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.loop import DivergenceWarning, NonFiniteLossError, fit
 from knifejax.train.run import RunDir, load_run
-from tests.tiny_model import TINY, registered
+from tests.tiny_model import TINY
+
+pytestmark = pytest.mark.usefixtures("tiny_model")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,12 +46,6 @@ def _model_leaves(run: Path, which: str = "latest") -> list[np.ndarray]:
 
     leaves = jax.tree.leaves(nnx.state(model))
     return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x) for x in leaves]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_model():
-    with registered():
-        yield
 
 
 @pytest.fixture(scope="module")

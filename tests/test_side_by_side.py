@@ -27,7 +27,9 @@ from knifejax.train.config import TrainConfig
 from knifejax.train.loop import DivergenceWarning, NonFiniteLossError, fit, fit_many
 from knifejax.train.run import RunDir
 from knifejax.train.steps import init_state, make_members_train_step, make_train_step
-from tests.tiny_model import TINY, registered
+from tests.tiny_model import TINY
+
+pytestmark = pytest.mark.usefixtures("tiny_model")
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -129,12 +131,6 @@ def _fit_group(folder, **kwargs):
     with pytest.raises(NonFiniteLossError) as stopped, pytest.warns(DivergenceWarning, match="member2: the training"):
         fit_many(GROUP, [folder / f"member{i}" for i in range(len(GROUP))], progress=False, log=lambda m: None, **kwargs)
     return str(stopped.value)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_model():
-    with registered():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from knifejax.train.sharding import data_mesh
 from knifejax.errors import UserError, reported_errors
 from knifejax.train.loop import DivergenceWarning, DivergenceWatch
 from knifejax.train.run import RunDir
-from tests.tiny_model import TINY, registered
 from tests.cli_errors import refused
+from tests.tiny_model import TINY, registered
 
 TRAIN = ["train", "--model", "resnet18", "--epochs", "1", "--image-size", "32", "--no-progress"]
 

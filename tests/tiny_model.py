@@ -7,13 +7,14 @@ does (parameters, BatchNorm's running statistics, the RNG), has four stages to f
 and a last spatial map for Grad-CAM. The real architectures train in their own tests (gradient parity, the
 end-to-end fine-tune, the step memory account, the four-device check).
 
-`python -m tests.tiny_model ARGS` is `python -m knifejax ARGS` with the tiny CNN registered, for the tests whose
-training runs in a child process.
+`python -m tests.tiny_model ARGS` runs `python -m knifejax ARGS` with the tiny CNN registered, for the tests whose
+training runs in a child process; the test modules take it through the `tiny_model` fixture (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import runpy
 from collections.abc import Iterator
 
 import jax
@@ -27,7 +28,8 @@ CONFIG = {"tags": {"test": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std":
 
 
 class TinyCNN(nnx.Module):
-    """conv 3x3 -> BatchNorm -> ReLU -> three conv 3x3 + ReLU -> global mean -> linear."""
+    """conv 3x3 -> BatchNorm -> ReLU -> three conv 3x3 + ReLU -> global mean -> linear; built by the registry
+    with the keywords a family's builder takes."""
 
     grad_cam_layer = "convs.2"
 
@@ -56,10 +58,6 @@ class TinyCNN(nnx.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def tiny(**kwargs) -> TinyCNN:
-    return TinyCNN(**kwargs)
-
-
 @contextlib.contextmanager
 def registered(*aliases: str) -> Iterator[None]:
     """The tiny CNN as `tiny_test_cnn` (its own configuration: 32 px, 4 classes), and under each of `aliases`, real
@@ -67,17 +65,13 @@ def registered(*aliases: str) -> Iterator[None]:
     import pytest
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(registry._BUILDERS, TINY, tiny)
+        patch.setitem(registry._BUILDERS, TINY, TinyCNN)
         patch.setitem(registry._all_pretrained_cfgs(), TINY, CONFIG)
         for name in aliases:
-            patch.setitem(registry._BUILDERS, name, tiny)
+            patch.setitem(registry._BUILDERS, name, TinyCNN)
         yield
 
 
 if __name__ == "__main__":
-    from knifejax.cli import main
-    from knifejax.xla_cpu import apply_xla_cpu_flags
-
-    apply_xla_cpu_flags()
     with registered():
-        main()
+        runpy.run_module("knifejax", run_name="__main__", alter_sys=True)
