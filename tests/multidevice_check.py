@@ -1,8 +1,10 @@
 """Run by tests/test_multidevice.py in a child process with 4 forced CPU devices (the flag must be set
-before JAX starts): the data-parallel step equals the one-device step."""
+before JAX starts): the data-parallel step equals the one-device step, on a network that takes each XLA:CPU path
+of the real ones (`tests.tiny_model.EveryCpuPath`)."""
 
 import jax
 import numpy as np
+from flax import nnx
 
 import knifejax as kj
 from knifejax.data import SyntheticKnives
@@ -12,13 +14,14 @@ from knifejax.data.pipeline import train_batches
 from knifejax.data.transforms import Augment
 from knifejax.train.sharding import data_mesh, replicate, shard_batch
 from knifejax.train.steps import init_state, make_train_step
+from tests.tiny_model import EveryCpuPath
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TOLERANCE = 1e-5  # relative; the 4-way split only reorders float32 sums (BatchNorm statistics, gradients)
 
 
 def _state():
-    model = kj.create_model("resnet18", num_classes=4, seed=0)
+    model = EveryCpuPath(4, rngs=nnx.Rngs(0))
     optimizer = kj.make_optimizer("sgd", 0.05, momentum=0.9)
     graphdef, state = init_state(model, optimizer)
     return graphdef, optimizer, state

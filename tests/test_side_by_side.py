@@ -20,35 +20,17 @@ from flax import nnx
 
 import knifejax as kj
 from knifejax.memory import Budget
-from knifejax.models.layers import BatchNorm2d, Conv2d, Linear
 from knifejax.train import loop
 from knifejax.train.checkpoint import Checkpoints
 from knifejax.train.config import TrainConfig
 from knifejax.train.loop import DivergenceWarning, NonFiniteLossError, fit, fit_many
 from knifejax.train.run import RunDir
 from knifejax.train.steps import init_state, make_members_train_step, make_train_step
-from tests.tiny_model import TINY
+from tests.tiny_model import TINY, EveryCpuPath
 
 pytestmark = pytest.mark.usefixtures("tiny_model")
 
 RTOL, ATOL = 1e-5, 1e-6
-
-
-class _Tiny(nnx.Module):
-    """knifejax's own layers, each of the CPU paths a vmap over members carries: a 3x3 convolution (XLA's), BatchNorm
-    (its one-pass backward), a depthwise convolution (shifted slice-sums, `knifejax.ops.depthwise`), a 1x1 one
-    (a matrix product over patches) and a linear head."""
-
-    def __init__(self, rngs: nnx.Rngs):
-        self.conv = Conv2d(3, 4, 3, rngs=rngs)
-        self.bn = BatchNorm2d(4, act="relu")
-        self.depthwise = Conv2d(4, 4, 3, groups=4, rngs=rngs)
-        self.pointwise = Conv2d(4, 4, 1, rngs=rngs)
-        self.head = Linear(4, 5, rngs=rngs)
-
-    def __call__(self, x):
-        x = self.bn(self.conv(x))
-        return self.head(jax.nn.relu(self.pointwise(self.depthwise(x))).mean(axis=(1, 2)))
 
 
 def _batches(steps=4, n=6, size=8, classes=5):
@@ -77,8 +59,8 @@ def test_members_side_by_side_equal_each_run_alone(family):
     most_general = dict(momentum=max(m.get("momentum", 0.0) for m in members),
                         weight_decay=max(m.get("weight_decay", 0.0) for m in members))  # fmt: skip
     group_optimizer = kj.make_optimizer(name, 1.0, **most_general)
-    graphdef = nnx.graphdef(_Tiny(nnx.Rngs(0)))
-    _, start = init_state(_Tiny(nnx.Rngs(0)), group_optimizer)
+    graphdef = nnx.graphdef(EveryCpuPath(5, rngs=nnx.Rngs(0)))
+    _, start = init_state(EveryCpuPath(5, rngs=nnx.Rngs(0)), group_optimizer)
     states = jax.tree.map(lambda *xs: jnp.stack(xs), *[start._replace(hyper=h) for h in numbers])
     step = make_members_train_step(graphdef, group_optimizer)
     active = jnp.ones(len(members), bool)
@@ -87,7 +69,7 @@ def test_members_side_by_side_equal_each_run_alone(family):
 
     for index, (member, hyper) in enumerate(zip(members, numbers)):
         own = kj.make_optimizer(name, **member)  # its own structure: no momentum buffer or decay term it does not use
-        _, alone = init_state(_Tiny(nnx.Rngs(0)), own, hyper=hyper)
+        _, alone = init_state(EveryCpuPath(5, rngs=nnx.Rngs(0)), own, hyper=hyper)
         alone_step = make_train_step(graphdef, own)
         for images, labels in _batches():
             alone, alone_metrics = alone_step(alone, images, labels)
@@ -102,8 +84,8 @@ def test_members_side_by_side_equal_each_run_alone(family):
 
 def test_an_inactive_member_keeps_its_state_exactly():
     optimizer = kj.make_optimizer("adam", 1e-2)
-    graphdef = nnx.graphdef(_Tiny(nnx.Rngs(0)))
-    _, start = init_state(_Tiny(nnx.Rngs(0)), optimizer, hyper=kj.train.hyperparameters(1e-2))
+    graphdef = nnx.graphdef(EveryCpuPath(5, rngs=nnx.Rngs(0)))
+    _, start = init_state(EveryCpuPath(5, rngs=nnx.Rngs(0)), optimizer, hyper=kj.train.hyperparameters(1e-2))
     states = jax.tree.map(lambda *xs: jnp.stack(xs), start, start)
     before = jax.tree.map(lambda x: np.asarray(x[1]), states)
     step = make_members_train_step(graphdef, optimizer)

@@ -5,7 +5,8 @@ Its train step compiles in about a second and its checkpoints take kilobytes; Re
 compile on the 2-core CPU and its checkpoints 45-130 MB to write. It carries every kind of state a timm network
 does (parameters, BatchNorm's running statistics, the RNG), has four stages to freeze, features for the ensembles
 and a last spatial map for Grad-CAM. The real architectures train in their own tests (gradient parity, the
-end-to-end fine-tune, the step memory account, the four-device check).
+end-to-end fine-tune, the step memory account); the four-device check and the side-by-side unit tests take
+`EveryCpuPath`, a smaller network of knifejax's own layers.
 
 `python -m tests.tiny_model ARGS` runs `python -m knifejax ARGS` with the tiny CNN registered, for the tests whose
 training runs in a child process; the test modules take it through the `tiny_model` fixture (tests/conftest.py).
@@ -21,7 +22,7 @@ import jax
 from flax import nnx
 
 from knifejax.models import registry
-from knifejax.models.layers import BatchNorm2d
+from knifejax.models.layers import BatchNorm2d, Conv2d, Linear, max_pool2d
 
 TINY = "tiny_test_cnn"
 CONFIG = {"tags": {"test": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "num_classes": 4}}}
@@ -56,6 +57,25 @@ class TinyCNN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.forward_head(self.forward_features(x))
+
+
+class EveryCpuPath(nnx.Module):
+    """knifejax's own layers, each XLA:CPU path of the real networks once: a 3x3 convolution (XLA's), BatchNorm (its
+    one-pass backward), the max-pool, a depthwise convolution (shifted slice-sums) and a 1x1 one (a matrix product
+    over patches), all in `knifejax.ops`, and a linear head. For the tests of a transformation of the train step
+    (members stacked under vmap, the batch split over devices) on every path at once, in a program that compiles in
+    a second; its parameters are drawn on the host as the real networks' are."""
+
+    def __init__(self, num_classes: int, *, rngs: nnx.Rngs):
+        self.conv = Conv2d(3, 4, 3, rngs=rngs)
+        self.bn = BatchNorm2d(4, act="relu")
+        self.depthwise = Conv2d(4, 4, 3, groups=4, rngs=rngs)
+        self.pointwise = Conv2d(4, 4, 1, rngs=rngs)
+        self.head = Linear(4, num_classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = max_pool2d(self.bn(self.conv(x)), 3, 2, 1)
+        return self.head(jax.nn.relu(self.pointwise(self.depthwise(x))).mean(axis=(1, 2)))
 
 
 @contextlib.contextmanager
