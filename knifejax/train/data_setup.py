@@ -37,7 +37,9 @@ class PreparedData:
 
 
 def cache_dir(cfg: TrainConfig) -> Path | None:
-    if cfg.cache_dir is None:
+    """The decode cache's folder, or None to keep the decoded images in memory (`--cache-dir none`; a folder named
+    so is `./none`)."""
+    if cfg.cache_dir is None or cfg.cache_dir == "none":
         return None
     return DEFAULT_CACHE_DIR if cfg.cache_dir == "default" else Path(cfg.cache_dir)
 
