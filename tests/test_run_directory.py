@@ -120,8 +120,9 @@ def test_atomic_writes_leave_the_old_file_when_the_write_fails(tmp_path, monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(atomic_write.os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as failed:
         atomic_write.write_text_atomically(target, "new")
+    assert failed.value.errno == 28 and failed.value.filename == str(target)  # named, for the one-line error
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
@@ -161,24 +162,32 @@ except CacheSpaceError as error:
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "cannot reserve the 2 MiB the decoded-image cache needs" in result.stdout and "--cache-dir" in result.stdout
+    assert "cannot reserve the 1.9 MiB the decoded-image cache needs" in result.stdout
+    assert "or `--cache-dir none` to keep the images in memory" in result.stdout
     assert list((tmp_path / "cache").iterdir()) == []  # no partial file left behind
 
 
 @pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_resumable(tmp_path):
-    """RLIMIT_FSIZE (SIGXFSZ ignored) lets the config and the decode cache be written, then refuses the first
-    checkpoint as a full disk would: tensorstore's error carries the errno only in its text."""
+    """RLIMIT_FSIZE (SIGXFSZ ignored) lets the run's small files be written, then refuses the tiny CNN's first
+    checkpoint, after step 1 (its largest files about 11 KiB), as a full disk would: tensorstore's error carries the
+    errno only in its text. The decoded images stay in memory (`--cache-dir none`: their cache file would be refused
+    first), and so do compiled programs (the suite's compile cache is not passed on)."""
     run = tmp_path / "run"
     script = f"""
 import resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 20, resource.RLIM_INFINITY))
+resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 10, resource.RLIM_INFINITY))
 from knifejax.cli import main
-main(["train", "--run", {str(run)!r}, "--model", "resnet18", "--synthetic-classes", "4", "--synthetic-per-class", "4",
-      "--epochs", "1", "--batch-size", "4", "--image-size", "32", "--no-progress", "--cache-dir", {str(tmp_path / "c")!r}])
+from tests.tiny_model import TINY, registered
+with registered():
+    main(["train", "--run", {str(run)!r}, "--model", TINY, "--synthetic-classes", "4", "--synthetic-per-class", "4",
+          "--epochs", "1", "--batch-size", "4", "--image-size", "16", "--checkpoint-every", "1", "--no-progress",
+          "--cache-dir", "none"])
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    env = {key: value for key, value in os.environ.items() if key != "JAX_COMPILATION_CACHE_DIR"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1],
+                            env=env)  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
     # the one line alone: Orbax's log of its threads' failed writes (some 230 lines) is held back
     said = result.stderr.splitlines()
