@@ -109,16 +109,17 @@ def _untimed(lines):
     return [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
 
 
-def _fit_group(folder, **kwargs):
-    with pytest.raises(NonFiniteLossError) as stopped, pytest.warns(DivergenceWarning, match="member2: the training"):
-        fit_many(GROUP, [folder / f"member{i}" for i in range(len(GROUP))], progress=False, log=lambda m: None, **kwargs)
+def _fit_group(folder):
+    with pytest.raises(NonFiniteLossError) as stopped:
+        fit_many(GROUP, [folder / f"member{i}" for i in range(len(GROUP))], progress=False, log=lambda m: None)
     return str(stopped.value)
 
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory):
     folder = tmp_path_factory.mktemp("group")
-    return folder, _fit_group(folder)
+    with pytest.warns(DivergenceWarning, match="member2: the training loss grew from .* by step 2"):
+        return folder, _fit_group(folder)
 
 
 @pytest.mark.slow
@@ -176,6 +177,8 @@ def test_a_group_killed_between_two_members_saves_resumes_bitwise(group, tmp_pat
         fit_many(GROUP, [tmp_path / f"member{i}" for i in range(3)], progress=False, log=lambda m: None)
     assert ("member0", 2) in saves
     monkeypatch.setattr(Checkpoints, "save", save)
+    # Resumed, member2's divergence watch takes its first loss after the resumed step (already far up), so whether it
+    # warns again before the NaN depends on the network; the stop and its message must be the same.
     resumed_message = _fit_group(tmp_path).replace(" (the checkpoint it resumed from was verified when read: the training diverged)", "")
     assert resumed_message == message.replace(str(folder), str(tmp_path))  # the same member stopped at the same step
 

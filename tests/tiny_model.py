@@ -15,10 +15,13 @@ training runs in a child process; the test modules take it through the `tiny_mod
 from __future__ import annotations
 
 import contextlib
+import math
 import runpy
 from collections.abc import Iterator
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from knifejax.models import registry
@@ -26,6 +29,20 @@ from knifejax.models.layers import BatchNorm2d, Conv2d, Linear, max_pool2d
 
 TINY = "tiny_test_cnn"
 CONFIG = {"tags": {"test": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "num_classes": 4}}}
+
+
+def lecun_normal_on_host(key: jax.Array, shape: tuple[int, ...], dtype=np.float32) -> jax.Array:
+    """flax's default kernel initialiser (a normal of variance 1 / fan-in, truncated at two standard deviations), drawn
+    by numpy from `key`: `jax.random`'s truncated normal compiles a program for each shape, about a second each on
+    the 2-core CPU, in every process that builds the network (knifejax's own layers draw on the host too)."""
+    generator = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    std = math.sqrt(1.0 / math.prod(shape[:-1])) / 0.87962566103423978  # flax's correction for the truncation
+    values = generator.standard_normal(shape)
+    outside = np.abs(values) > 2.0
+    while outside.any():
+        values[outside] = generator.standard_normal(int(outside.sum()))
+        outside = np.abs(values) > 2.0
+    return jnp.asarray(values * std, dtype)
 
 
 class TinyCNN(nnx.Module):
@@ -36,10 +53,10 @@ class TinyCNN(nnx.Module):
 
     def __init__(self, *, num_classes: int, pretrained_cfg: dict, rngs: nnx.Rngs, **unused):
         self.pretrained_cfg = pretrained_cfg
-        self.conv = nnx.Conv(3, 8, (3, 3), strides=2, rngs=rngs)
+        self.conv = nnx.Conv(3, 8, (3, 3), strides=2, kernel_init=lecun_normal_on_host, rngs=rngs)
         self.bn = BatchNorm2d(8)  # knifejax's: a frozen stage puts it in eval mode
-        self.convs = nnx.List([nnx.Conv(8, 8, (3, 3), rngs=rngs) for _ in range(3)])
-        self.fc = nnx.Linear(8, num_classes, rngs=rngs)
+        self.convs = nnx.List([nnx.Conv(8, 8, (3, 3), kernel_init=lecun_normal_on_host, rngs=rngs) for _ in range(3)])
+        self.fc = nnx.Linear(8, num_classes, kernel_init=lecun_normal_on_host, rngs=rngs)
         self.head_hidden_size = 8
 
     def stages(self) -> list[tuple[str, ...]]:
