@@ -10,7 +10,7 @@ from flax import nnx
 import knifejax as kj
 from knifejax.train.steps import cross_entropy, init_state, make_eval_step, make_train_step, to_model
 from tests.jitted import forward
-from tests.tiny_model import TINY, registered
+from tests.tiny_model import TINY, EveryCpuPath, registered
 
 
 def _batch(n=4, size=32, classes=5):
@@ -51,18 +51,6 @@ def test_eval_step_uses_running_statistics():
     np.testing.assert_allclose(np.asarray(logits), np.asarray(forward(model, x)), rtol=1e-5, atol=1e-6)
 
 
-class _Tiny(nnx.Module):
-    """Enough of a network for the step's bookkeeping: a convolution, BatchNorm, a linear head."""
-
-    def __init__(self, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
-        self.bn = nnx.BatchNorm(4, rngs=rngs)
-        self.head = nnx.Linear(4, 5, rngs=rngs)
-
-    def __call__(self, x):
-        return self.head(jax.nn.relu(self.bn(self.conv(x))).mean(axis=(1, 2)))
-
-
 def test_a_state_s_numbers_drive_the_step_and_new_numbers_reuse_its_program():
     """The recipe's numbers in the state (rate, schedule, momentum, weight decay, label smoothing) give what the
     optimizer built with them and the label_smoothing argument give, within 1e-6 relative (constants and inputs
@@ -72,11 +60,11 @@ def test_a_state_s_numbers_drive_the_step_and_new_numbers_reuse_its_program():
     numbers = kj.train.hyperparameters(0.05, **recipe, label_smoothing=0.1)
     other = kj.train.hyperparameters(0.2, "constant", momentum=0.5, weight_decay=0.01, label_smoothing=0.0)
     optimizer = kj.make_optimizer("sgd", 0.05, **recipe)
-    step = make_train_step(graphdef := nnx.graphdef(_Tiny(nnx.Rngs(0))), optimizer)
+    step = make_train_step(graphdef := nnx.graphdef(EveryCpuPath(5, rngs=nnx.Rngs(0))), optimizer)
     built = make_train_step(graphdef, optimizer, label_smoothing=0.1)
 
     def run(step, hyper, steps=4):
-        _, state = init_state(_Tiny(nnx.Rngs(0)), optimizer, hyper=hyper)
+        _, state = init_state(EveryCpuPath(5, rngs=nnx.Rngs(0)), optimizer, hyper=hyper)
         traces = []
 
         def listen(event: str, seconds: float, **kwargs) -> None:
