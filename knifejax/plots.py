@@ -28,8 +28,10 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
 def plot_training_curves(history: list[dict], path: str | Path, title: str | None = None) -> None:
     """Two panels from a run's metrics lines: train/validation loss (log scale) and validation MAP@1/MAP@5."""
     epochs = [h["epoch"] + 1 for h in history]
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    ax_loss, ax_map = fig.subplots(1, 2)
+    fig = Figure(figsize=(10, 4))
+    # Fixed margins: the panels and their labels do not change between runs, and this figure is drawn after every
+    # epoch of every run: with the constrained layout it took 0.25 s, with these margins 0.17 (2-core CPU).
+    ax_loss, ax_map = fig.subplots(1, 2, gridspec_kw=dict(left=0.065, right=0.985, bottom=0.12, top=0.85, wspace=0.2))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="Loss")
