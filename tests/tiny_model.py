@@ -21,28 +21,21 @@ from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from knifejax.models import registry
+from knifejax.models import init, registry
 from knifejax.models.layers import BatchNorm2d, Conv2d, Linear, max_pool2d
 
 TINY = "tiny_test_cnn"
 CONFIG = {"tags": {"test": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "num_classes": 4}}}
 
 
-def lecun_normal_on_host(key: jax.Array, shape: tuple[int, ...], dtype=np.float32) -> jax.Array:
+def lecun_normal_on_host(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     """flax's default kernel initialiser (a normal of variance 1 / fan-in, truncated at two standard deviations), drawn
-    by numpy from `key`: `jax.random`'s truncated normal compiles a program for each shape, about a second each on
-    the 2-core CPU, in every process that builds the network (knifejax's own layers draw on the host too)."""
-    generator = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    on the host as knifejax's layers draw theirs (`knifejax.models.init`): `jax.random`'s truncated normal compiles a
+    program for each shape, about a second each on the 2-core CPU, in every process that builds the network."""
     std = math.sqrt(1.0 / math.prod(shape[:-1])) / 0.87962566103423978  # flax's correction for the truncation
-    values = generator.standard_normal(shape)
-    outside = np.abs(values) > 2.0
-    while outside.any():
-        values[outside] = generator.standard_normal(int(outside.sum()))
-        outside = np.abs(values) > 2.0
-    return jnp.asarray(values * std, dtype)
+    return init.trunc_normal(nnx.Rngs(params=key), shape, std, cut=2 * std).astype(dtype)
 
 
 class TinyCNN(nnx.Module):
