@@ -3,8 +3,9 @@ mid-write leaves the previous file as it was.
 
 The bytes go to a temporary file in the same folder (so the rename cannot cross file systems), are flushed
 to disk, and the temporary file is renamed over the target, which POSIX makes atomic. A failed write
-removes its temporary file, and its error names the file it was writing (a failed `write` names none). The file gets the permissions `open` would give it (0o666 less the umask), not the
-temporary file's owner-only 0o600: results and weights are for the user's group to read when their umask says so.
+removes its temporary file, and its error names the target (a failed `write` names no file). The file gets the
+permissions `open` would give it (0o666 less the umask), not the temporary file's owner-only 0o600: results and
+weights are for the user's group to read when their umask says so.
 """
 
 from __future__ import annotations
@@ -30,13 +31,10 @@ def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except OSError as error:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
-        if error.filename is None:  # a failed write names no file: name the one being written, for the user
+        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file: name this one
             raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
         raise
 
 

@@ -162,7 +162,7 @@ except CacheSpaceError as error:
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "cannot reserve the 1.9 MiB the decoded-image cache needs" in result.stdout
+    assert "cannot reserve the 1.88 MiB the decoded-image cache needs" in result.stdout
     assert "or `--cache-dir none` to keep the images in memory" in result.stdout
     assert list((tmp_path / "cache").iterdir()) == []  # no partial file left behind
 

@@ -90,7 +90,7 @@ def _allocated_memmap(partial: Path, shape: tuple[int, ...]) -> np.ndarray:
     except OSError as error:
         partial.unlink(missing_ok=True)
         raise CacheSpaceError(
-            f"{partial.parent}: cannot reserve the {needed / 2**20:.2g} MiB the decoded-image cache needs "
+            f"{partial.parent}: cannot reserve the {needed / 2**20:.2f} MiB the decoded-image cache needs "
             f"({error.strerror}); free space there, or give --cache-dir a folder with room (or `--cache-dir none` to "
             "keep the images in memory)"
         ) from error

@@ -125,7 +125,9 @@ class TrainConfig:
         "(grain workers augment each batch), 'auto' (device when the images fit in half its memory)",
         choices=PLACEMENTS,
     )
-    cache_dir: str | None = _data("default", "where decoded, resized images are cached ('default': ~/.cache/knifejax; 'none': in memory)")
+    cache_dir: str | None = _data(
+        "default", "where decoded, resized images are cached ('default': ~/.cache/knifejax; 'none': in memory)"
+    )
     epochs: int = _recipe(20, "training epochs")
     max_steps: int | None = _recipe(
         None,
