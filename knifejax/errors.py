@@ -29,6 +29,7 @@ ENVIRONMENT_ERRNOS = {
     errno.EPERM: "operation not permitted",
     errno.EFBIG: "the file would exceed the size limit",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a file is where a folder must be",  # mkdir(exist_ok=True) on a file
 }
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130

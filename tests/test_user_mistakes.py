@@ -75,6 +75,15 @@ def test_a_run_folder_under_a_link_to_nothing_is_refused(tmp_path, capsys):
     assert not (tmp_path / "unmounted").exists()
 
 
+def test_a_file_given_as_the_cache_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "cache").write_text("not a folder")
+    with registered():
+        _fails(capsys, [*TRAIN, "--model", TINY, "--run", str(tmp_path / "run"), "--synthetic-classes", "4",
+                        "--synthetic-per-class", "4", "--cache-dir", str(tmp_path / "cache")],
+               f"cannot write {tmp_path / 'cache'}: a file is where a folder must be")  # fmt: skip
+    assert (tmp_path / "cache").read_text() == "not a folder"
+
+
 def test_a_train_step_larger_than_the_memory_is_one_line_before_the_first_step(tmp_path, capsys, monkeypatch):
     """ViT-S/8 at 224 px, batch 32, fp32 asked XLA for 31 GB on a 24 GB machine: an out-of-memory traceback in the
     middle of the first step. The compiled step's own account of its memory is checked first."""
