@@ -8,10 +8,13 @@ global figure list is touched, so a notebook or application importing knifejax k
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from knifejax.atomic_write import write_bytes_atomically
 
@@ -25,21 +28,39 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+def _plain_log_ticks(ax: Axes) -> None:
+    """Label `ax`'s log-scale y axis in plain numbers (1.4, 0.01), not matplotlib's default powers of ten
+    (1.4 × 10⁰), which are wider than a fixed margin and typeset as mathtext; between the decades, every tick is
+    labelled across less than one decade, the 2s and 5s across less than two, none across more."""
+
+    def between_decades(value: float, _) -> str:
+        low, high = ax.get_ylim()
+        decades = math.log10(high / low)
+        leading = round(value / 10 ** math.floor(math.log10(value)))
+        return f"{value:g}" if decades < 1 or (decades < 2 and leading in (2, 5)) else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(between_decades))
+
+
 def plot_training_curves(history: list[dict], path: str | Path, title: str | None = None) -> None:
     """Two panels from a run's metrics lines: train/validation loss (log scale) and validation MAP@1/MAP@5."""
     epochs = [h["epoch"] + 1 for h in history]
     fig = Figure(figsize=(10, 4))
-    # Fixed margins: the panels and their labels do not change between runs, and this figure is drawn after every
-    # epoch of every run: with the constrained layout it took 0.25 s, with these margins 0.17 (2-core CPU).
-    ax_loss, ax_map = fig.subplots(1, 2, gridspec_kw=dict(left=0.065, right=0.985, bottom=0.12, top=0.85, wspace=0.2))
+    # Fixed margins, wide enough for the plain tick labels: the panels and their labels do not change between runs,
+    # and this figure is drawn after every epoch of every run: with the constrained layout and mathtext ticks it
+    # took 0.25 s, now 0.14 s (2-core CPU).
+    ax_loss, ax_map = fig.subplots(1, 2, gridspec_kw=dict(left=0.08, right=0.985, bottom=0.12, top=0.85, wspace=0.2))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="Loss")
+    _plain_log_ticks(ax_loss)
     ax_map.plot(epochs, [h["val_map@5"] for h in history], "s-", label="validation MAP@5")
     ax_map.plot(epochs, [h["val_map@1"] for h in history], "^--", label="validation MAP@1")
     ax_map.plot(epochs, [h["train_map@5"] for h in history], "o:", label="train MAP@5 (augmented)")
     ax_map.set(xlabel="epoch", ylabel="MAP", ylim=(0, 1), title="MAP@k")
     for ax in (ax_loss, ax_map):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.2, 1.4, ...
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
