@@ -1,6 +1,6 @@
 """Run loads of crafted files in one child interpreter, each under an address-space limit.
 
-`python tests/hostile_child.py JOBS.json` runs each job, `{"entry": ..., "args": [...], "headroom_mb": N}`, with
+`python -m tests.hostile_child JOBS.json` runs each job, `{"entry": ..., "args": [...], "headroom_mb": N}`, with
 the soft RLIMIT_AS set to the process's current size plus `headroom_mb` (so a load that tried to materialise what
 a tiny file declares dies with MemoryError instead of taking the machine), then lifts it again. One JSON line per
 job on stdout: the exception's type, its message (stderr for the command line), and the command line's exit code.
@@ -8,7 +8,7 @@ A hang shows as the parent's timeout, a crash as a missing line.
 
 Entries: `read_state_dict PATH`, `load_timm_weights MODEL PATH`, `create_model MODEL PATH` (as the
 `pretrained_cfg_overlay={"file": PATH}` of a pretrained model), `cli ARG...` (`python -m knifejax ARG...`),
-`image_folder DIR`, `validate_csv CSV`.
+`image_folder DIR`, `validate_csv CSV`. The test-only CNN of `tests.tiny_model` is registered for them all.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import warnings
 import knifejax as kj
 from knifejax.cli import main as cli_main
 from knifejax.data import CsvSource, ImageFolderSource, validate
+from tests.tiny_model import TINY, registered
 
 _models: dict[str, object] = {}
 
@@ -65,7 +66,7 @@ def _run(entry: str, args: list[str]) -> dict:
 
 def main() -> None:
     warnings.simplefilter("ignore")
-    _model("resnet18")  # the first JAX computations, outside every job's limit
+    _model(TINY)  # the first JAX computations, outside every job's limit
     for job in json.load(open(sys.argv[1])):
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + job["headroom_mb"] * 2**20, hard))
@@ -79,4 +80,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with registered():
+        main()

@@ -374,11 +374,11 @@ def test_transfer_modes_smoke_freezes_the_first_stages(root, tiny_weights):
     assert not np.array_equal(scratch["conv.kernel"], start["conv.kernel"])
     np.testing.assert_array_equal(tune["bn.running_mean"], start["bn.running_mean"])  # frozen: statistics kept
     assert not np.array_equal(transfer["bn.running_mean"], start["bn.running_mean"])
-    assert not np.array_equal(tune["fc.kernel"], start["fc.kernel"])
+    assert not np.array_equal(tune["fc.weight"], start["fc.weight"])
     table = (out / "table.md").read_text()
     assert "trainable parameters" in table
     summaries = {r["setting"]: r["model"] for r in document["runs"]}
-    assert summaries[labels[2]]["trainable_parameters"] == start["fc.kernel"].size + start["fc.bias"].size
+    assert summaries[labels[2]]["trainable_parameters"] == start["fc.weight"].size + start["fc.bias"].size
     assert summaries[labels[1]]["trainable_parameters"] == summaries[labels[1]]["parameters"]
 
 

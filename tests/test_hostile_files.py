@@ -2,7 +2,7 @@
 through every entry point that reads it.
 
 The files are built here from raw pickle opcodes, zip members and PNG chunks (no torch). The loads run in one child
-interpreter (`tests/hostile_child.py`), each under an address-space limit of its current size plus a stated
+interpreter (`python -m tests.hostile_child`), each under an address-space limit of its current size plus a stated
 headroom: a reader that trusted what a file declares would die there with MemoryError (or hang, and meet the
 parent's timeout), where a bounded one refuses cleanly. Unit tests of the records' immutability run in-process.
 """
@@ -24,12 +24,18 @@ import pytest
 
 import knifejax as kj
 from knifejax.io import CheckpointError, read_state_dict
+from tests.tiny_model import TINY
+
+pytestmark = pytest.mark.usefixtures("tiny_model")
 
 P = pickle
-CHILD = Path(__file__).with_name("hostile_child.py")
-MODEL = "resnet18"
-# Headroom above the child's size while one load runs: generous for what a bounded reader needs (a 4-class
-# ResNet-18 is 45 MB), far below what the files declare or inflate to (512 MiB to 3 TiB).
+# The checkpoints are offered to the test-only CNN (`tests.tiny_model`, registered in the child too): what is judged
+# is the reading of the file, which every model's loading goes through, and the tiny CNN builds in a fraction of
+# ResNet-18's time in each of the loads that build one (three per file).
+MODEL = TINY
+HEAD = "fc.weight"  # the tiny CNN's classifier weight, in its timm key
+# Headroom above the child's size while one load runs: generous for what a bounded reader needs, far below what
+# the files declare or inflate to (512 MiB to 3 TiB).
 HEADROOM_MB = 768
 CLI_HEADROOM_MB = 1536
 
@@ -128,7 +134,7 @@ def _npz_bomb(path: Path) -> Path:
 
     np.lib.format.write_array_header_1_0(_Sink(), header)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        _zeros_member(archive, "fc.weight.npy", 1 << 29, prefix=bytes(buffer))
+        _zeros_member(archive, f"{HEAD}.npy", 1 << 29, prefix=bytes(buffer))
     return path
 
 
@@ -149,7 +155,7 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
 
 def _crafted_checkpoints(folder: Path) -> dict[str, tuple[Path, str]]:
     """name -> (file, what its error must say besides the file's name)."""
-    w = "fc.weight"
+    w = HEAD
     tensor = _tensor("0", 8, 0, (8,), (1,))
     files = {
         "build_stride": (_torch_zip(folder / "build_stride.pth", _pickle(**{w: _build(tensor, stride=_tuple(_int(-1)))}),
@@ -183,7 +189,7 @@ def _nan_checkpoint(folder: Path) -> Path:
     path = folder / "nan.safetensors"
     kj.save_timm_weights(model, path)
     state = kj.read_state_dict(path)
-    state["fc.weight"][1, 2] = np.nan
+    state[HEAD][1, 2] = np.nan
     from safetensors.numpy import save_file
 
     save_file(state, path)
@@ -221,8 +227,8 @@ def _tiny_csv(folder: Path) -> Path:
 def _run_child(jobs: list[dict], tmp_path: Path, timeout: float) -> dict[str, dict]:
     spec = tmp_path / "jobs.json"
     spec.write_text(json.dumps(jobs))
-    proc = subprocess.run([sys.executable, str(CHILD), str(spec)], capture_output=True, text=True, timeout=timeout,
-                          cwd=Path(__file__).parents[1])
+    proc = subprocess.run([sys.executable, "-m", "tests.hostile_child", str(spec)], capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).parents[1])
     results = {r["id"]: r for r in map(json.loads, filter(None, proc.stdout.splitlines()))}
     missing = [job["id"] for job in jobs if job["id"] not in results]
     assert not missing, f"the child died (exit {proc.returncode}) at {missing[:1]}: {proc.stderr[-3000:]}"
@@ -235,7 +241,7 @@ def checkpoint_results(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     run = tmp_path_factory.mktemp("runs")
     csv = _tiny_csv(data)
-    files = {**_crafted_checkpoints(folder), "nan": (_nan_checkpoint(folder), "NaN or infinite values in fc.weight")}
+    files = {**_crafted_checkpoints(folder), "nan": (_nan_checkpoint(folder), f"NaN or infinite values in {HEAD}")}
     jobs = [job for name, (path, _) in files.items() for job in _entry_jobs(name, path, csv, run)]
     return files, _run_child(jobs, tmp_path_factory.mktemp("child"), timeout=600), run
 

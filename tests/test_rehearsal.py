@@ -1,7 +1,8 @@
 """The study rehearsed small: `experiments.rehearse_study` on a study-shaped set of three images a class, the study
-preset's learning-rate sweep from stand-in weights made here (one architecture, 32 px, two steps a run), and the
-report, which says the runs were cut short. The same command and path as the full-size rehearsal, at a size the test
-suite affords."""
+preset's learning-rate sweep from stand-in weights made here (the test-only CNN of `tests.tiny_model`, 32 px, two steps
+a run), and the report, which says the runs were cut short. The same command and path as the full-size rehearsal, at a
+size the test suite affords: each step's process is `python -m tests.tiny_model -m STEP`, the step with the tiny CNN
+registered."""
 
 import json
 import os
@@ -10,14 +11,21 @@ from pathlib import Path
 
 import pytest
 
+import jax
+from flax import nnx
+
 from experiments import rehearse_study, report
 from experiments.compare_vit import settings as vit_settings
 from experiments.presets import PRESETS
 from experiments.report import ORDER
 from experiments.stand_in_weights import study_models
 from knifejax import study
+from knifejax.models.registry import create_model
+from tests.tiny_model import TINY
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL_SET = ["--images", "576", "--test-images", "16", "--max-side", "48"]
+TINY_STEP = ["tests.tiny_model", "-m"]
 
 
 def test_the_stand_in_weights_cover_every_model_the_study_preset_loads():
@@ -119,16 +127,20 @@ def test_a_second_start_adds_its_time_to_each_step_and_keeps_the_steps_it_did_no
 
 
 @pytest.mark.slow
-def test_the_study_preset_rehearses_from_one_command_and_the_report_says_so(tmp_path):
+@pytest.mark.usefixtures("tiny_model")  # the rehearsal reads --model's weights needs here, before its steps start
+def test_the_study_preset_rehearses_from_one_command_and_the_report_says_so(tmp_path, monkeypatch):
+    run_step = rehearse_study.run_step
+    monkeypatch.setattr(rehearse_study, "run_step", lambda name, argv, log: run_step(name, [*TINY_STEP, *argv], log))
+    monkeypatch.chdir(ROOT)  # where `python -m tests.tiny_model` is found
     out = tmp_path / "rehearsal"
     record = rehearse_study.main([
         str(out), *SMALL_SET, "--max-steps", "2", "--only", "sweep_lr",
-        "--", "--model", "resnet18", "--image-size", "32", "--compile-cache", "off",
+        "--", "--model", TINY, "--image-size", "32", "--compile-cache", "off",
     ])  # fmt: skip
     assert [s["step"] for s in record["steps"]] == ["data", "weights", "sweep_lr", "report"]
     assert all(s["exit"] == 0 and s["seconds"] > 0 and s["peak_rss_bytes"] > 2**20 for s in record["steps"])
     assert record["steps"][2]["runs"] == {"trained": 5}
-    assert [p.name for p in (out / "weights").iterdir()] == ["resnet18.a1_in1k.safetensors"]  # --model's default tag
+    assert [p.name for p in (out / "weights").iterdir()] == [f"{TINY}.test.safetensors"]  # --model's default tag
 
     document = json.loads((out / "runs" / "sweep_lr-study" / "results.json").read_text())
     assert document["preset"]["name"] == "study" and document["preset"]["max_steps"] == 2
@@ -146,7 +158,8 @@ def test_the_study_preset_rehearses_from_one_command_and_the_report_says_so(tmp_
     assert "lr=1e-4 (0.0" in text and "±" in text  # each rate's final validation MAP@5 with its standard error
 
     (checkpoints,) = record["checkpoints"]
-    assert (checkpoints["model"], checkpoints["optimizer"], checkpoints["runs"]) == ("resnet18", "adam", 5)
-    assert checkpoints["checkpoint_bytes"] > 2 * 4 * 11_000_000  # Adam: parameters and two moments, fp32, compressed
+    assert (checkpoints["model"], checkpoints["optimizer"], checkpoints["runs"]) == (TINY, "adam", 5)
+    parameters = sum(leaf.size for leaf in jax.tree.leaves(nnx.state(create_model(TINY, num_classes=192), nnx.Param)))
+    assert checkpoints["checkpoint_bytes"] > 2 * 3 * 4 * parameters  # latest and best: parameters, two Adam moments
     page = (out / "rehearsal.md").read_text()
     assert re.search(r"\| sweep_lr \| \d+ (min \d\d )?s \| [\d.]+ [MG]iB \| 5 trained \|", page), page

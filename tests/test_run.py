@@ -109,7 +109,7 @@ def test_load_run_gives_the_trained_model_config_and_classes(finished_run):
     model, cfg, names = load_run(finished_run)
     assert cfg.model == TINY and cfg.epochs == 4
     assert names == SyntheticKnives(4).class_names
-    assert model.fc.kernel.shape == (8, 4)
+    assert model.fc.weight.shape == (8, 4)
     assert model.bn.use_running_average  # eval mode
     assert (finished_run / "curves.png").stat().st_size > 10_000
 

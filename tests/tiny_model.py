@@ -8,8 +8,10 @@ and a last spatial map for Grad-CAM. The real architectures train in their own t
 end-to-end fine-tune, the step memory account); the four-device check and the side-by-side unit tests take
 `EveryCpuPath`, a smaller network of knifejax's own layers.
 
-`python -m tests.tiny_model ARGS` runs `python -m knifejax ARGS` with the tiny CNN registered, for the tests whose
-training runs in a child process; the test modules take it through the `tiny_model` fixture (tests/conftest.py).
+`python -m tests.tiny_model ARGS` runs `python -m knifejax ARGS` with the tiny CNN registered, and `python -m
+tests.tiny_model -m MODULE ARGS` runs `python -m MODULE ARGS` so (an experiment, the stand-in weights), for the tests
+whose training runs in a child process; the test modules take it through the `tiny_model` fixture
+(tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from knifejax.models import init, registry
 from knifejax.models.layers import BatchNorm2d, Conv2d, Linear, max_pool2d
 
 TINY = "tiny_test_cnn"
-CONFIG = {"tags": {"test": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "num_classes": 4}}}
+CONFIG = {"tags": {"test": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "num_classes": 4,
+                            "classifier": "fc"}}}
 
 
 def lecun_normal_on_host(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
@@ -38,6 +41,16 @@ def lecun_normal_on_host(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float
     return init.trunc_normal(nnx.Rngs(params=key), shape, std, cut=2 * std).astype(dtype)
 
 
+class FlaxInitLinear(Linear):
+    """knifejax's `Linear` (timm's key names, `fc.weight` and `fc.bias`, as a timm classifier has), its weight drawn
+    as flax's `nnx.Linear` draws its kernel (the next key of `rngs`, the same numbers) and its bias zero: the
+    numbers the tiny CNN's tests were set on."""
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+        self.weight = nnx.Param(lecun_normal_on_host(rngs.params(), (in_features, out_features)))
+        self.bias = nnx.Param(jnp.zeros((out_features,)))
+
+
 class TinyCNN(nnx.Module):
     """conv 3x3 -> BatchNorm -> ReLU -> three conv 3x3 + ReLU -> global mean -> linear; built by the registry
     with the keywords a family's builder takes."""
@@ -45,11 +58,11 @@ class TinyCNN(nnx.Module):
     grad_cam_layer = "convs.2"
 
     def __init__(self, *, num_classes: int, pretrained_cfg: dict, rngs: nnx.Rngs, **unused):
-        self.pretrained_cfg = pretrained_cfg
+        self.pretrained_cfg, self.num_classes = pretrained_cfg, num_classes
         self.conv = nnx.Conv(3, 8, (3, 3), strides=2, kernel_init=lecun_normal_on_host, rngs=rngs)
         self.bn = BatchNorm2d(8)  # knifejax's: a frozen stage puts it in eval mode
         self.convs = nnx.List([nnx.Conv(8, 8, (3, 3), kernel_init=lecun_normal_on_host, rngs=rngs) for _ in range(3)])
-        self.fc = nnx.Linear(8, num_classes, kernel_init=lecun_normal_on_host, rngs=rngs)
+        self.fc = FlaxInitLinear(8, num_classes, rngs=rngs)
         self.head_hidden_size = 8
 
     def stages(self) -> list[tuple[str, ...]]:
@@ -103,5 +116,11 @@ def registered(*aliases: str) -> Iterator[None]:
 
 
 if __name__ == "__main__":
+    import sys
+
+    module = "knifejax"
+    if sys.argv[1:2] == ["-m"]:
+        module = sys.argv[2]
+        del sys.argv[1:3]
     with registered():
-        runpy.run_module("knifejax", run_name="__main__", alter_sys=True)
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
