@@ -1,8 +1,9 @@
 """Shared set-up: XLA:CPU's setting as knifejax's entry points apply it, one compile cache for the whole run,
-and the PyTorch/timm reference, deterministic and without denormal slow-downs."""
+and the PyTorch/timm reference, deterministic, on one thread and without denormal slow-downs."""
 
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -48,6 +49,16 @@ def tiny_model():
 
     with registered():
         yield
+
+
+def pytest_collection_finish(session):
+    """PyTorch on one thread. The two workers take both cores; torch's second thread for the reference's small
+    tensors then competes with the other worker's JAX and spins waiting for it: the forward, Grad-CAM and ViT parity
+    files took 84-88 s with it and 71-75 s without (2-core CPU, `-n 2`, A/B twice). The test files that use torch
+    import it at their top, so it is imported by now in every worker that will use it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items):
