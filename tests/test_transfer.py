@@ -6,9 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flax import nnx
+
 import knifejax as kj
 from knifejax.train.steps import init_state, make_train_step
 from knifejax.train.transfer import frozen_prefixes, trainable_mask
+from tests.tiny_model import EveryCpuPath
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
@@ -65,9 +68,11 @@ def test_frozen_stages_stay_bit_identical_and_the_rest_trains(frozen_bn_eval):
 
 @pytest.mark.slow
 def test_bf16_compute_keeps_float32_master_weights_and_statistics():
+    """On `EveryCpuPath`: each kernel of the real networks (convolution, BatchNorm, max-pool, depthwise, 1x1) once,
+    both steps in 4 s, where ResNet-18's took 12-16 s (2-core CPU)."""
     losses = {}
     for precision in ("fp32", "bf16"):
-        model = kj.create_model("resnet18", num_classes=3, seed=0)
+        model = EveryCpuPath(3, rngs=nnx.Rngs(0))
         optimizer = kj.make_optimizer("sgd", 1e-2)
         graphdef, state = init_state(model, optimizer)
         step = make_train_step(graphdef, optimizer, normalize=(MEAN, STD), precision=precision)
