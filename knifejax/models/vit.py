@@ -283,7 +283,9 @@ def _vision_transformer(
     arch: ViTArch, *, pretrained_cfg: dict[str, Any], img_size: int | tuple[int, int] | None = None, **kwargs
 ) -> VisionTransformer:
     """img_size defaults as timm's: the pretrained configuration's input size for fixed-size models (all of
-    these; it is the architecture's 224 or 384), else the architecture's."""
+    these; it is the architecture's 224 or 384), else the architecture's. `depth`, `embed_dim` and `num_heads`
+    override the architecture's as timm's keywords do (`depth=2`: the variant's blocks, two of them)."""
+    arch = arch._replace(**{name: kwargs.pop(name) for name in ("depth", "embed_dim", "num_heads") if name in kwargs})
     if img_size is None:
         input_size = pretrained_cfg.get("input_size")
         img_size = tuple(input_size[-2:]) if pretrained_cfg.get("fixed_input_size") and input_size else arch.img_size
