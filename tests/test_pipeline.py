@@ -89,6 +89,7 @@ def test_one_stream_spans_epochs_from_any_resume_point(decoded):
         np.testing.assert_array_equal(a["images"], b["images"])
 
 
+@pytest.mark.slow  # starts worker processes
 def test_worker_processes_give_the_same_batches(decoded):
     idx = np.arange(len(decoded))
     inline = list(train_batches(decoded, idx, 4, augment_cfg=AUG, seed=0, epoch=0))

@@ -29,6 +29,7 @@ from knifejax.train.loop import build_optimizer, checkpoint_trees
 from knifejax.train.run import RunDamagedError, RunDir, RunInUseError, build_model, load_run
 from knifejax.train.steps import init_state
 from tests.run_dirs import save_as_flat_lists
+from tests.tiny_model import TINY
 
 
 def test_a_second_trainer_is_refused_naming_the_holder(tmp_path):
@@ -269,10 +270,11 @@ def test_a_renamed_array_is_refused_by_name_not_loaded_in_its_place(tmp_path):
     checkpoints.close()
 
 
+@pytest.mark.usefixtures("tiny_model")
 def test_a_run_in_the_earlier_flat_list_layout_loads_as_it_is(tmp_path):
     """Runs made before checkpoints named their arrays: `load_run` (so evaluate and predict), ensemble members and a
     resume read them without writing anything."""
-    cfg = TrainConfig(model="resnet18", synthetic_classes=4, image_size=32)
+    cfg = TrainConfig(model=TINY, synthetic_classes=4, image_size=32)
     run = RunDir(tmp_path / "run")
     run.start(cfg)
     run.write_classes(SyntheticKnives(4).class_names)

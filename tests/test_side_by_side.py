@@ -51,7 +51,8 @@ MEMBERS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("family", MEMBERS)
+@pytest.mark.parametrize("family", [family if family in ("sgd", "adam") else pytest.param(family, marks=pytest.mark.slow)
+                                    for family in MEMBERS])  # momentum's and RMSProp's buffers: in the whole suite
 def test_members_side_by_side_equal_each_run_alone(family):
     name = family.split("-")[0]
     members = MEMBERS[family]

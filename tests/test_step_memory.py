@@ -1,11 +1,14 @@
 """benchmarks.step_memory: the compiled train step's own account of its memory, which `fit` checks before the
 first step, grows with the batch and holds at least the parameters and Adam's two moments."""
 
+import pytest
+
 from benchmarks.step_memory import STUDY_MODELS, step_memory
 from knifejax import study
 from tests.tiny_model import TINY, registered
 
 
+@pytest.mark.slow  # compiles ResNet-18's train step
 def test_the_account_holds_the_state():
     parameters = 11_181_642  # resnet18 with 10 classes
     assert 3 * 4 * parameters < step_memory("resnet18", 32, 2, "fp32", num_classes=10)  # parameters, Adam's moments
