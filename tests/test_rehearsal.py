@@ -9,9 +9,8 @@ import os
 import re
 from pathlib import Path
 
-import pytest
-
 import jax
+import pytest
 from flax import nnx
 
 from experiments import rehearse_study, report
@@ -159,10 +158,10 @@ def test_the_study_preset_rehearses_from_one_command_and_the_report_says_so(tmp_
 
     (checkpoints,) = record["checkpoints"]
     assert (checkpoints["model"], checkpoints["optimizer"], checkpoints["runs"]) == (TINY, "adam", 5)
-    on_disk = sorted(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    on_disk = sorted(rehearse_study.folder_bytes(folder)
                      for folder in (out / "runs" / "sweep_lr-study" / "runs").glob("*/seed0/checkpoints"))
     assert len(on_disk) == 5 and checkpoints["checkpoint_bytes"] == on_disk[2]  # the median run's
     parameters = sum(leaf.size for leaf in jax.tree.leaves(nnx.state(create_model(TINY, num_classes=192), nnx.Param)))
-    assert checkpoints["checkpoint_bytes"] > 4 * 4 * parameters  # latest: parameters, two Adam moments; best: parameters
+    assert checkpoints["checkpoint_bytes"] > 4 * 4 * parameters  # latest: parameters, two Adam moments; best: the first
     page = (out / "rehearsal.md").read_text()
     assert re.search(r"\| sweep_lr \| \d+ (min \d\d )?s \| [\d.]+ [MG]iB \| 5 trained \|", page), page

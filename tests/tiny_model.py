@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import runpy
+import sys
 from collections.abc import Iterator
 
 import jax
@@ -86,8 +87,8 @@ class EveryCpuPath(nnx.Module):
     """knifejax's own layers, each XLA:CPU path of the real networks once: a 3x3 convolution (XLA's), BatchNorm (its
     one-pass backward), the max-pool, a depthwise convolution (shifted slice-sums) and a 1x1 one (a matrix product
     over patches), all in `knifejax.ops`, and a linear head. For the tests of a transformation of the train step
-    (members stacked under vmap, the batch split over devices) on every path at once, in a program that compiles in
-    a second; its parameters are drawn on the host as the real networks' are."""
+    (members stacked under vmap, the batch split over devices, bf16 compute) on every path at once, in a program that
+    compiles in a second; its parameters are drawn on the host as the real networks' are."""
 
     def __init__(self, num_classes: int, *, rngs: nnx.Rngs):
         self.conv = Conv2d(3, 4, 3, rngs=rngs)
@@ -116,8 +117,6 @@ def registered(*aliases: str) -> Iterator[None]:
 
 
 if __name__ == "__main__":
-    import sys
-
     module = "knifejax"
     if sys.argv[1:2] == ["-m"]:
         module = sys.argv[2]

@@ -2,6 +2,10 @@
 
 import numpy as np
 
+# A ViT's blocks are one block repeated: two of them (timm's `depth` keyword, given to both sides) hold all of its
+# math, and compile in a fraction of twelve's time (ViT-Tiny's float64 train step: 2.6 s against 10).
+TWO_BLOCKS = {"depth": 2}
+
 
 def relative_error(ours, theirs) -> float:
     """max |ours - theirs| / max |theirs|."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.jitted import eval_outputs
-from tests.parity.comparison import channels_last, relative_error, size_kwargs
+from tests.parity.comparison import TWO_BLOCKS, channels_last, relative_error, size_kwargs
 from tests.reference import nchw, reference_pair
 
 pytestmark = pytest.mark.slow  # every family at several sizes against timm
@@ -41,9 +41,8 @@ CASES = [
     ("vit_small_patch8_224", 40, 48),
     ("vit_base_patch16_clip_224", 48, 48),
 ]
-# ViT-B's twelve blocks repeat one block: two of them (timm's `depth` keyword, on both sides) test what the CLIP
-# tower adds (pre-norm, LayerNorm eps 1e-5, the bias-free patch embedding) at a quarter of the time.
-SHALLOW = {"vit_base_patch16_clip_224": {"depth": 2}}
+# Two blocks of ViT-B still test what the CLIP tower adds: pre-norm, LayerNorm eps 1e-5, the bias-free patch embedding.
+SHALLOW = {"vit_base_patch16_clip_224": TWO_BLOCKS}
 
 
 @pytest.mark.parametrize("name,height,width", CASES)

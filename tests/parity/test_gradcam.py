@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from knifejax.explain import grad_cam, grad_cam_and_scores
+from tests.parity.comparison import TWO_BLOCKS
 from tests.reference import nchw, reference_pair
 
 pytestmark = pytest.mark.slow  # Grad-CAM of six networks against pytorch-grad-cam
@@ -24,7 +25,7 @@ def _vit_reshape(tensor, height=4, width=5):
 
 
 # (name, knifejax layer or None for the default, pytorch-grad-cam target layer, input (H, W), model keywords). The
-# ViT on two of its blocks (timm's `depth`, both sides): the map is taken at the last block's norm1 as with twelve.
+# ViT on two blocks: the map is taken at the last block's norm1 as with twelve.
 CASES = [
     ("resnet18", None, lambda m: m.layer4[-1], (96, 80), {}),
     ("resnet18", "layer3.0", lambda m: m.layer3[0], (96, 80), {}),
@@ -32,7 +33,7 @@ CASES = [
     ("efficientnet_b0", "blocks.5", lambda m: m.blocks[5], (64, 64), {}),
     ("mobilenetv3_large_100", None, lambda m: m.blocks[-1], (96, 80), {}),
     ("skresnet18", None, lambda m: m.layer4[-1], (64, 72), {}),
-    ("vit_small_patch16_224", None, lambda m: m.blocks[-1].norm1, (64, 80), {"img_size": (64, 80), "depth": 2}),
+    ("vit_small_patch16_224", None, lambda m: m.blocks[-1].norm1, (64, 80), {"img_size": (64, 80), **TWO_BLOCKS}),
 ]
 
 
