@@ -1,8 +1,9 @@
-"""Host-side initialisation: seeded, equal whether the model is built eagerly or under jit, and with the
-distributions the layers promise."""
+"""Host-side initialisation: seeded, equal whether the model is built eagerly or under jit, with the
+distributions the layers promise, and with the blocks timm's construction keywords ask for."""
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 import knifejax as kj
@@ -31,3 +32,11 @@ def test_initial_distributions():
     qkv = np.asarray(vit.blocks[0].attn.qkv.weight[...])  # timm trunc_normal(std=.02), cut at +-2
     assert np.abs(qkv).max() <= 2.0 and abs(qkv.std() - 0.02) < 0.001
     assert np.abs(np.asarray(vit.cls_token[...])).max() < 1e-5
+
+
+def test_layers_overrides_a_resnet_s_blocks_per_stage_as_timm_s_keyword_and_a_wrong_count_is_one_line():
+    model = kj.create_model("skresnet18", layers=(1, 2, 1, 3), num_classes=3)
+    assert [len(stage) for stage in (model.layer1, model.layer2, model.layer3, model.layer4)] == [1, 2, 1, 3]
+    for layers in [(2, 2), (2, 2, 0, 2), (2, 2, 2.0, 2)]:
+        with pytest.raises(ValueError, match=r"layers must be four block counts of at least 1, one per stage, got "):
+            kj.create_model("resnet18", layers=layers)

@@ -107,7 +107,11 @@ class ResNet(nnx.Module):
         rngs: nnx.Rngs,
     ):
         """block: a class taking `(in_chs, planes, stride, drop_path_rate, *, rngs, **block_args)` with an
-        `expansion` attribute and a `zero_init_last()` method (BasicBlock, Bottleneck, SelectiveKernelBasic)."""
+        `expansion` attribute and a `zero_init_last()` method (BasicBlock, Bottleneck, SelectiveKernelBasic).
+        layers: the number of blocks in each of the four stages; the registered variants let the `block` and
+        `layers` keywords override theirs, as timm's do (`resnet50(layers=(1, 2, 1, 1))`)."""
+        if len(layers) != 4 or not all(isinstance(n, int) and n >= 1 for n in layers):
+            raise ValueError(f"layers must be four block counts of at least 1, one per stage, got {layers!r}")
         if global_pool not in POOL_TYPES:
             raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
         self.pretrained_cfg = pretrained_cfg
@@ -158,14 +162,14 @@ class ResNet(nnx.Module):
 
 @register_model
 def resnet18(**kwargs) -> ResNet:
-    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+    return ResNet(**{"block": BasicBlock, "layers": (2, 2, 2, 2), **kwargs})
 
 
 @register_model
 def resnet34(**kwargs) -> ResNet:
-    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
+    return ResNet(**{"block": BasicBlock, "layers": (3, 4, 6, 3), **kwargs})
 
 
 @register_model
 def resnet50(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+    return ResNet(**{"block": Bottleneck, "layers": (3, 4, 6, 3), **kwargs})

@@ -153,9 +153,9 @@ _SK_BASIC_ARGS = dict(
 
 @register_model
 def skresnet18(**kwargs) -> ResNet:
-    return ResNet(SelectiveKernelBasic, (2, 2, 2, 2), **{**_SK_BASIC_ARGS, **kwargs})
+    return ResNet(**{"block": SelectiveKernelBasic, "layers": (2, 2, 2, 2), **_SK_BASIC_ARGS, **kwargs})
 
 
 @register_model
 def skresnet34(**kwargs) -> ResNet:
-    return ResNet(SelectiveKernelBasic, (3, 4, 6, 3), **{**_SK_BASIC_ARGS, **kwargs})
+    return ResNet(**{"block": SelectiveKernelBasic, "layers": (3, 4, 6, 3), **_SK_BASIC_ARGS, **kwargs})

@@ -20,7 +20,7 @@ from flax import nnx
 
 from knifejax.weights import timm_slots
 from tests.reference import nchw, reference_pair
-from tests.parity.comparison import TWO_BLOCKS, relative_error, size_kwargs
+from tests.parity.comparison import FEWER_BLOCKS, TWO_BLOCKS, relative_error, size_kwargs
 
 pytestmark = pytest.mark.slow  # float64 gradients of six networks against torch, the largest file
 
@@ -33,7 +33,7 @@ STAT_TOLERANCE = 1e-9
 # with TensorFlow padding as `tf_mobilenetv3_small_100` and ReLU6; its forward pass is in test_forward, and it
 # fine-tunes in test_train_end_to_end.)
 NAMES = ["resnet18", "resnet50", "efficientnet_b0", "tf_mobilenetv3_small_100", "skresnet18", "vit_tiny_patch16_224"]
-SHALLOW = {"vit_tiny_patch16_224": TWO_BLOCKS}
+SHALLOW = {"vit_tiny_patch16_224": TWO_BLOCKS, "resnet50": FEWER_BLOCKS, "skresnet18": FEWER_BLOCKS}
 
 
 @pytest.mark.parametrize("name", NAMES)
