@@ -54,6 +54,8 @@ def _fails(capsys, command: list[str] | Callable[[], object], *says: str) -> str
         (["--optimizer", "adamm"], "argument --optimizer: invalid choice"),
         (["--data-placement", "device", "--hue", "0.1"], "--data-placement device does not implement hue jitter"),
         (["--data-placement", "gpu"], "argument --data-placement: invalid choice"),
+        (["--model", "resnet-18"], "unknown model 'resnet-18' (did you mean 'resnet18'?); knifejax.list_models() lists"),
+        (["--model", "resnet18.imagenet"], "'resnet18' has no pretrained tag 'imagenet'; timm's tags: a1_in1k"),
     ],
 )
 def test_bad_training_arguments_are_refused_before_any_work(tmp_path, capsys, flags, says):

@@ -7,6 +7,7 @@ are timm's own, written to `pretrained_cfgs.json` by `tools/gen_pretrained_cfgs.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from importlib import resources
 from typing import Any
 
 from flax import nnx
+
+from knifejax.errors import ConfigError
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {}
 
@@ -55,12 +58,14 @@ def get_pretrained_cfg(model_name: str) -> dict[str, Any]:
     """The pretrained configuration timm gives `model_name` (default tag when none is given)."""
     architecture, tag = split_model_name(model_name)
     if architecture not in _BUILDERS:
-        raise ValueError(f"unknown model {architecture!r}; see knifejax.list_models() for the {len(_BUILDERS)} names")
+        close = difflib.get_close_matches(architecture, _BUILDERS, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown model {architecture!r}{guess}; knifejax.list_models() lists the {len(_BUILDERS)} names")
     entry = _all_pretrained_cfgs()[architecture]
     tags = entry["tags"]
     tag = tag or next(iter(tags))
     if tag not in tags:
-        raise ValueError(f"{architecture!r} has no pretrained tag {tag!r}; timm's tags: {', '.join(tags)}")
+        raise ConfigError(f"{architecture!r} has no pretrained tag {tag!r}; timm's tags: {', '.join(tags)}")
     return {"architecture": architecture, "tag": tag, **tags[tag]}
 
 
