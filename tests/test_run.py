@@ -143,6 +143,19 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(trees["model"]["params"]))
 
 
+def test_curves_of_short_epochs_are_drawn_at_the_end_with_every_epoch_and_after_each_once_due(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr("knifejax.train.loop.plot_training_curves", lambda history, path, title: drawn.append(len(history)))
+    cfg = TrainConfig(model=TINY, synthetic_classes=4, synthetic_per_class=10, image_size=32, batch_size=4, epochs=3,
+                      cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    fit(cfg, tmp_path / "short", progress=False, log=lambda message: None)
+    assert drawn == [3]  # epochs of a fraction of a second: not redrawn after each, drawn whole at the end
+    drawn.clear()
+    monkeypatch.setattr("knifejax.train.loop.CURVES_EVERY_S", 0.0)  # as when each epoch outlasts the interval
+    fit(cfg, tmp_path / "long", progress=False, log=lambda message: None)
+    assert drawn == [1, 2, 3]
+
+
 @pytest.mark.slow
 def test_cli_evaluate_and_predict_on_a_run(finished_run, tmp_path, capsys):
     cli_main(["evaluate", "--run", str(finished_run), "--data", "synthetic", "--synthetic-classes", "4",

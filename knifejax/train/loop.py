@@ -293,6 +293,8 @@ class _Member:
         self.stopped: str | None = None  # why the member stopped training
         self.sums = _EpochSums()
         self.history: list[dict] = []
+        self.curves_drawn_at = time.perf_counter()  # when curves.png was last drawn (or the member began)
+        self.curves_lines = 0  # how many of `history`'s lines curves.png shows
 
     def open_checkpoints(self) -> None:
         self.latest, self.best = Checkpoints(self.run.latest, max_to_keep=2), Checkpoints(self.run.best)
@@ -476,6 +478,7 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
             member.run.keep_epochs_before(logged)
     for member in members:
         member.history = member.run.history()
+        member.curves_lines = len(member.history)  # a resumed run's curves show the lines it resumes from
     state = replicate(_stack(states) if side_by_side else states[0], mesh)
     del states, template
 
@@ -497,6 +500,8 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
 
     def stop(index: int, message: str) -> None:
         """A non-finite run: alone, it ends; in a group, the member stops and the others train on."""
+        if is_main:
+            _finish_curves(members[index])
         if not in_group:
             raise NonFiniteLossError(message)
         members[index].stopped = message
@@ -610,6 +615,9 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
             member.sums = _EpochSums()
 
     stream.close()  # stops the worker processes now rather than at garbage collection
+    if is_main:
+        for member in members:  # finished, stopped or cut by --max-steps: the curves show every line
+            _finish_curves(member)
     if data.test is not None:
         for index, member in enumerate(members):
             if member.stopped:
@@ -621,6 +629,23 @@ def _fit(cfgs: list[TrainConfig], runs: list[RunDir], held: contextlib.ExitStack
                 write_text_atomically(member.run.test_metrics, json.dumps({"model": "final", **test}, indent=1) + "\n")
             member.log(f"test: MAP@5 {test['map@5']:.4f}, MAP@1 {test['map@1']:.4f}, acc@5 {test['acc@5']:.4f}")
     return [member.history for member in members], failures
+
+
+# curves.png is redrawn after an epoch once its last drawing is this old, and at the end of the run. A drawing takes
+# ~0.2 s: after every epoch of a run whose epochs take seconds (the smoke and quick presets, the tests) that was a
+# noticeable share of the run; for epochs of minutes this still redraws after each.
+CURVES_EVERY_S = 30.0
+
+
+def _draw_curves(member: _Member) -> None:
+    plot_training_curves(member.history, member.run.curves, title=f"{member.cfg.model} — {member.run.path.name}")
+    member.curves_drawn_at, member.curves_lines = time.perf_counter(), len(member.history)
+
+
+def _finish_curves(member: _Member) -> None:
+    """Draw the member's curves if they do not show every line of its history yet."""
+    if member.curves_lines != len(member.history):
+        _draw_curves(member)
 
 
 def _end_epoch(member: _Member, state: TrainState, epoch: int, data, val_placed, eval_step, mesh, is_main: bool,
@@ -645,7 +670,8 @@ def _end_epoch(member: _Member, state: TrainState, epoch: int, data, val_placed,
     member.history.append(line)
     if is_main:
         member.run.append_metrics(line)
-        plot_training_curves(member.history, member.run.curves, title=f"{cfg.model} — {member.run.path.name}")
+        if time.perf_counter() - member.curves_drawn_at >= CURVES_EVERY_S:
+            _draw_curves(member)
     bound = f" (step {line['step']}: --max-steps ends the run here)" if line["step"] == cfg.max_steps else ""
     member.log(
         f"epoch {epoch + 1}/{cfg.epochs}{bound}: train loss {line['train_loss']:.4f}, val loss {val['loss']:.4f}, "
