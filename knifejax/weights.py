@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 from flax import nnx
 
@@ -120,8 +120,10 @@ def load_timm_weights(
     converted = {}
     for key, array in arrays.items():
         slot = slots[key]
-        # A copy, never a view: the source may be a live torch state dict that keeps training.
-        converted[key] = jnp.array(slot.from_torch(array), dtype=slot.variable[...].dtype, copy=True)
+        # A copy, never a view: the source may be a live torch state dict that keeps training. Copied and cast by
+        # numpy, then placed: `jnp.array(..., copy=True)` compiled a copy program per parameter shape (0.7 s of
+        # Lite0's 1.7 s load).
+        converted[key] = jax.device_put(np.array(slot.from_torch(array), dtype=slot.variable[...].dtype))
     for key, value in converted.items():
         slots[key].variable[...] = value
     return model
