@@ -48,7 +48,9 @@ def init_state(
     model.train()
     freeze_batchnorm(model, frozen_batchnorm)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return graphdef, TrainState(params, rest, optimizer.init(params), jnp.zeros((), jnp.int32), hyper)
+    # Jitted: eagerly, the optimizer's zeros compiled a small program per parameter shape (Lite0 with Adam: 48, 1.2 s).
+    opt_state = jax.jit(optimizer.init)(params)
+    return graphdef, TrainState(params, rest, opt_state, jnp.zeros((), jnp.int32), hyper)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float | jax.Array = 0.0) -> jax.Array:
