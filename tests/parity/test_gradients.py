@@ -53,8 +53,8 @@ def test_train_step_gradients_and_statistics_equal_timm(timm, name):
 
     with jax.enable_x64(True):
         state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-        # Cast on the host: an eager cast on the device compiles a program for each parameter shape.
-        nnx.update(model, jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), state))
+        # Cast on the host and placed as it is: an eager cast, or `jnp.asarray`, compiles a program per parameter shape.
+        nnx.update(model, jax.tree.map(lambda a: jax.device_put(np.asarray(a, np.float64)), state))
         loss, grads = nnx.jit(nnx.value_and_grad(loss_fn))(model)
         ours = {".".join(map(str, path)): np.asarray(v[...]) for path, v in nnx.to_flat_state(grads)}
         slots = timm_slots(model)
