@@ -113,7 +113,7 @@ def hyperparameters(
     )
 
 
-@jax.jit  # one program, not a dozen compiled op by op where it runs outside a step (the optimizer's init)
+@jax.jit  # one program, not a dozen compiled op by op where it runs outside a step (a `make_schedule` called eagerly)
 def scheduled_rate(step: jax.Array, h: Hyperparameters) -> jax.Array:
     """The rate at optimizer step `step` (0 for the first update), torch-equal.
 

@@ -6,7 +6,7 @@
       model.json           architecture, parameter counts (all and trainable), frozen stages, input size
       data_report.json     per data role: items, items skipped by --skip-bad, and their problems
       metrics.jsonl        one JSON line per finished epoch
-      curves.png           loss (log scale) and MAP@5 per epoch, redrawn after each epoch
+      curves.png           loss (log scale) and MAP@5 per epoch, redrawn once 30 s old and at the run's end
       test_metrics.json    the final model on --test-data, once, at the end
       checkpoints/latest/  Orbax: full training state + data position, the two newest steps
       checkpoints/best/    Orbax: the state of the epoch with the best validation MAP@5
